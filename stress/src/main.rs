@@ -1,0 +1,115 @@
+//! `stress`: runs one herdlab stress suite and writes its result as JSON.
+//!
+//! `stress list [--json]` shows the registered suites; `stress run SUITE --profile P
+//! --seed N --out FILE` runs one. `cargo xtask stress` drives this binary, one child
+//! process per suite, and renders the report.
+
+mod suites;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use collector::Status;
+
+use suites::{Profile, RunContext};
+
+#[derive(Parser)]
+#[command(name = "stress", about = "Run herdlab stress suites", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the suites with their scale and expected duration per profile.
+    List {
+        /// Print JSON (what `cargo xtask` reads) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one suite and write its SuiteResult JSON.
+    Run {
+        /// Suite name (see `stress list`).
+        suite: String,
+        /// Scale: smoke (seconds, for tests), quick (minutes), full (as long as it takes).
+        #[arg(long, default_value = "quick")]
+        profile: Profile,
+        /// Seed every workload is generated from; the same seed replays the same workload.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write the result JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    match Cli::parse().command {
+        Command::List { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&suites::catalog())?);
+            } else {
+                print!("{}", suites::catalog_table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            suite,
+            profile,
+            seed,
+            out,
+        } => {
+            let suite = suites::find(&suite)?;
+            println!(
+                "suite: {} · profile: {profile} · seed: {seed}",
+                suite.name()
+            );
+            let work = tempfile::Builder::new()
+                .prefix(&format!("herdlab-{}-", suite.name()))
+                .tempdir()
+                .context("creating the suite's temp dir")?;
+            let ctx = RunContext {
+                profile,
+                seed,
+                work_dir: work.path().to_path_buf(),
+            };
+            let started = Instant::now();
+            let mut result = suite
+                .run(&ctx)
+                .with_context(|| format!("suite `{}` failed to run", suite.name()))?;
+            result.wall_s = started.elapsed().as_secs_f64();
+            result
+                .write(&out)
+                .with_context(|| format!("writing the result of `{}`", suite.name()))?;
+            println!(
+                "{}: {} — {}",
+                suite.name(),
+                result.verdict.status,
+                result.headline
+            );
+            for reason in &result.verdict.reasons {
+                println!("  - {reason}");
+            }
+            println!("result written to {}", out.display());
+            Ok(if result.verdict.status == Status::Fail {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
