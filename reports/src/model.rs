@@ -67,25 +67,8 @@ impl Trial {
         self.count(Status::Fail) > 0
     }
 
-    /// Reads and validates `results.json`; errors name the file and the field.
-    pub fn read(path: &Path) -> Result<Self, ResultError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ResultError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let trial: Trial = parse_versioned(&text, path)?;
-        for (i, suite) in trial.suites.iter().enumerate() {
-            suite.validate().map_err(|inv| ResultError::Field {
-                path: path.to_path_buf(),
-                field: format!("suites[{i}].{}", inv.field),
-                message: inv.message,
-            })?;
-        }
-        Ok(trial)
-    }
-
-    /// Writes `results.json` (validated, through a temporary file and a rename).
-    pub fn write(&self, path: &Path) -> Result<(), ResultError> {
+    /// Validates every suite's result; errors name `path` and the field under `suites[i]`.
+    fn validate(&self, path: &Path) -> Result<(), ResultError> {
         for (i, suite) in self.suites.iter().enumerate() {
             suite.validate().map_err(|inv| ResultError::Field {
                 path: path.to_path_buf(),
@@ -93,6 +76,23 @@ impl Trial {
                 message: inv.message,
             })?;
         }
+        Ok(())
+    }
+
+    /// Reads and validates `results.json`; errors name the file and the field.
+    pub fn read(path: &Path) -> Result<Self, ResultError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ResultError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let trial: Trial = parse_versioned(&text, path)?;
+        trial.validate(path)?;
+        Ok(trial)
+    }
+
+    /// Writes `results.json` (validated, through a temporary file and a rename).
+    pub fn write(&self, path: &Path) -> Result<(), ResultError> {
+        self.validate(path)?;
         let json = serde_json::to_string_pretty(self).map_err(|e| ResultError::Field {
             path: path.to_path_buf(),
             field: "(top level)".into(),

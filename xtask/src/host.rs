@@ -1,7 +1,7 @@
 //! Facts about this run for the report's provenance: UTC dates, git state, host, toolchain.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use reports::Provenance;
@@ -47,6 +47,11 @@ fn output(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
     let out = Command::new(cmd)
         .args(args)
         .current_dir(dir)
+        // Read-only git calls take no optional locks, so they never contend with a
+        // concurrent git command in the same checkout.
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .output()
         .ok()?;
     out.status
@@ -54,11 +59,21 @@ fn output(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The current commit and whether the work tree has uncommitted changes.
-pub fn git_state(root: &Path) -> (String, bool) {
-    let commit = output("git", &["rev-parse", "HEAD"], root).unwrap_or_else(|| "unknown".into());
+/// The current commit and whether the work tree has uncommitted changes (untracked files
+/// count: they change what builds); `None` outside a checkout or before the first commit.
+pub fn git_state(root: &Path) -> Option<(String, bool)> {
+    let commit = output("git", &["rev-parse", "HEAD"], root).filter(|c| !c.is_empty())?;
     let dirty = output("git", &["status", "--porcelain"], root).is_none_or(|s| !s.is_empty());
-    (commit, dirty)
+    Some((commit, dirty))
+}
+
+/// The CPU model name from `/proc/cpuinfo`, if known.
+pub fn cpu_model() -> Option<String> {
+    read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+        .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|v| !v.is_empty())
 }
 
 fn read(path: &str) -> String {
@@ -67,15 +82,8 @@ fn read(path: &str) -> String {
 
 /// Collects provenance; `command` is the exact command line, `started_utc` when it began.
 pub fn provenance(root: &Path, command: String, started_utc: String) -> Provenance {
-    let (commit, dirty) = git_state(root);
-    let cpu_model = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let (commit, dirty) = git_state(root).unwrap_or_else(|| ("unknown".into(), true));
+    let cpu_model = cpu_model().unwrap_or_else(|| "unknown".into());
     let memory_bytes = read("/proc/meminfo")
         .lines()
         .find_map(|l| {

@@ -217,26 +217,9 @@ fn provenance(out: &mut String, snapshots: &[(&str, &Snapshot)]) {
     out.push_str(&markdown_table(&headers, &rows));
 }
 
-/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_datetime(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::host::utc(i64::try_from(secs).unwrap_or(i64::MAX)).1
 }
 
 fn text_table(headers: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
@@ -315,8 +298,8 @@ mod tests {
     fn percentages_and_dates() {
         assert_eq!(format_pct(0.30123), "+30.12%");
         assert_eq!(format_pct(-0.05), "-5.00%");
-        assert_eq!(utc_datetime(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_datetime(1_709_210_096), "2024-02-29 12:34:56 UTC");
+        assert_eq!(utc_datetime(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_datetime(1_709_210_096), "2024-02-29T12:34:56Z");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -206,7 +205,7 @@ impl Host {
     /// Facts about the machine this runs on.
     pub fn current() -> Host {
         Host {
-            cpu: cpu_model(),
+            cpu: crate::host::cpu_model(),
             cores: std::thread::available_parallelism().ok().map(|n| n.get()),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
@@ -227,36 +226,16 @@ impl Host {
     }
 }
 
-fn cpu_model() -> Option<String> {
-    let info = fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|v| !v.is_empty())
-}
-
-/// `git rev-parse --short=12 HEAD`, plus `-dirty` if tracked files changed; `None` if
-/// git or a commit is unavailable. Takes no optional locks, so it never contends with a
-/// concurrent git command.
+/// The short commit (12 hex digits), plus `-dirty` if the tree had changes; `None` if git or
+/// a commit is unavailable.
 fn git_describe(root: &Path) -> Option<String> {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(args)
-            .env("GIT_OPTIONAL_LOCKS", "0")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let rev = git(&["rev-parse", "--short=12", "HEAD"]).filter(|r| !r.is_empty())?;
-    let dirty =
-        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    Some(if dirty { format!("{rev}-dirty") } else { rev })
+    let (commit, dirty) = crate::host::git_state(root)?;
+    let short: String = commit.chars().take(12).collect();
+    Some(if dirty {
+        format!("{short}-dirty")
+    } else {
+        short
+    })
 }
 
 /// Checks a `--save` name: letters, digits, `.`, `_`, `-`, not starting with `.`.
