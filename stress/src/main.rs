@@ -4,6 +4,7 @@
 //! --seed N --out FILE` runs one. `cargo xtask stress` drives this binary, one child
 //! process per suite, and renders the report.
 
+mod maxrps;
 mod suites;
 
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find the max sustainable rate of a target under an SLO (step up, bisect, confirm).
+    /// A flag given twice takes its last value.
+    #[command(args_override_self = true)]
+    Maxrps(Box<maxrps::MaxRpsArgs>),
     /// Run one suite and write its SuiteResult JSON.
     Run {
         /// Suite name (see `stress list`).
@@ -66,6 +71,36 @@ fn real_main() -> Result<ExitCode> {
                 print!("{}", suites::catalog_table());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Maxrps(args) => {
+            let target = collector::target::from_spec(&args.target)?;
+            let (cfg, generator) = args.config(target.as_ref())?;
+            println!(
+                "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",
+                target.describe(),
+                cfg.steps,
+                cfg.slo.describe(),
+                cfg.precision_pct
+            );
+            let started = Instant::now();
+            let report = maxrps::run_finder(target, &cfg, generator, true)?;
+            if let Some(path) = &args.csv {
+                collector::result::write_atomic(path, report.csv().as_bytes())?;
+                println!("csv written to {}", path.display());
+            }
+            if let Some(path) = &args.json {
+                let mut result =
+                    maxrps::to_result("maxrps", "custom", &args.steps, 0, &cfg, &report);
+                result.wall_s = started.elapsed().as_secs_f64();
+                result.write(path)?;
+                println!("result written to {}", path.display());
+            }
+            println!("{}", report.answer_line());
+            Ok(if report.rate().is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Run {
             suite,

@@ -1,6 +1,9 @@
 //! The suite registry. Adding a suite is one module here and one line in [`SUITES`].
 
+mod collector_overhead;
+mod maxrps_sim;
 mod timer;
+mod usl_sim;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,7 +13,12 @@ use collector::SuiteResult;
 use serde::Serialize;
 
 /// Every registered suite, in the order `cargo xtask stress` runs them.
-pub static SUITES: &[&dyn Suite] = &[&timer::Timer];
+pub static SUITES: &[&dyn Suite] = &[
+    &timer::Timer,
+    &maxrps_sim::MaxRpsSim,
+    &usl_sim::UslSim,
+    &collector_overhead::CollectorOverhead,
+];
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -108,6 +116,15 @@ pub fn catalog_table() -> String {
         }
     }
     out
+}
+
+/// The multi-threaded tokio runtime every suite drives its load on (one worker per core).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
 }
 
 /// Looks a suite up by name; an unknown name is an error that lists the known ones.

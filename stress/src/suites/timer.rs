@@ -192,10 +192,7 @@ impl Suite for Timer {
 
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let hold = hold(ctx.profile);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("building the tokio runtime")?;
+        let rt = crate::suites::runtime()?;
         let workers = rt.metrics().num_workers();
         let mut runs = Vec::new();
         for rate in RATES {

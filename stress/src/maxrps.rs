@@ -1,0 +1,298 @@
+//! `stress maxrps`: the collector's max-RPS finder from the command line, and the shared
+//! conversion of a finder report into a `SuiteResult` (used by the `maxrps-*` suites).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use collector::finder::{find, Answer, FinderConfig, FinderReport, Phase};
+use collector::generator::{GeneratorConfig, OpenLoop};
+use collector::shape::{parse_duration, parse_steps, StepTiming};
+use collector::slo::{parse_action_limits, Slo};
+use collector::target::Target;
+use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
+
+/// Flags of `stress maxrps`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MaxRpsArgs {
+    /// What to load: `sim:servers=K,service_us=S[,queue=Q]`, `usl:…` or `noop`.
+    #[arg(long)]
+    pub target: String,
+    /// Increasing rates, ops/s, with an optional k suffix: `1k,2k,4k,8k`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub steps: String,
+    /// Load before each hold that is not measured, e.g. `1s` (`0s` for none).
+    #[arg(long, default_value = "1s", allow_hyphen_values = true)]
+    pub warmup: String,
+    /// Measured part of each step, e.g. `3s`.
+    #[arg(long, default_value = "3s", allow_hyphen_values = true)]
+    pub hold: String,
+    /// Pause without load after each step, e.g. `0s`.
+    #[arg(long, default_value = "0s", allow_hyphen_values = true)]
+    pub cooldown: String,
+    /// Overall p99 latency limit, ms (latency from the intended start).
+    #[arg(long, allow_negative_numbers = true)]
+    pub slo_p99_ms: Option<f64>,
+    /// Overall p95 latency limit, ms.
+    #[arg(long, allow_negative_numbers = true)]
+    pub slo_p95_ms: Option<f64>,
+    /// Per-action p95 limits: `send:80,search:300`.
+    #[arg(long)]
+    pub action_p95_ms: Option<String>,
+    /// Per-action p99 limits: `send:80,search:300`.
+    #[arg(long)]
+    pub action_p99_ms: Option<String>,
+    /// Largest allowed share of failed operations (dropped ones count), 0..1.
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub max_error_rate: f64,
+    /// Largest allowed backlog growth over a hold (targets that report a backlog).
+    #[arg(long)]
+    pub max_backlog_growth: Option<u64>,
+    /// Share of the target rate the generator may miss before a healthy step is INCONCLUSIVE.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    pub shortfall_tolerance: f64,
+    /// Refine until the bracket is within this many percent (0, 50].
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    pub precision: f64,
+    /// At most this many refinement steps.
+    #[arg(long, default_value_t = 8)]
+    pub max_refine: usize,
+    /// Per-operation timeout, e.g. `5s`; a timed-out operation is an error of kind `timeout`.
+    #[arg(long, default_value = "5s", allow_hyphen_values = true)]
+    pub timeout: String,
+    /// The most operations in flight; beyond it operations are dropped and counted.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: u32,
+    /// Write the per-step table as CSV here.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the SuiteResult JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl MaxRpsArgs {
+    /// The finder and generator settings these flags describe; every bad value is an error
+    /// that names it.
+    pub fn config(&self, target: &dyn Target) -> Result<(FinderConfig, GeneratorConfig)> {
+        let steps = parse_steps(&self.steps)?;
+        let timing = StepTiming::new(
+            parse_duration("warmup", &self.warmup, true)?,
+            parse_duration("hold", &self.hold, false)?,
+            parse_duration("cooldown", &self.cooldown, true)?,
+        )?;
+        let actions = target.actions();
+        let mut slo = Slo {
+            p95_ms: self.slo_p95_ms,
+            p99_ms: self.slo_p99_ms,
+            max_error_rate: self.max_error_rate,
+            max_backlog_growth: self.max_backlog_growth,
+            shortfall_tolerance: self.shortfall_tolerance,
+            ..Slo::default()
+        };
+        if let Some(text) = &self.action_p95_ms {
+            slo.action_p95_ms = parse_action_limits("--action-p95-ms", text, &actions)?;
+        }
+        if let Some(text) = &self.action_p99_ms {
+            slo.action_p99_ms = parse_action_limits("--action-p99-ms", text, &actions)?;
+        }
+        let cfg = FinderConfig {
+            steps,
+            timing,
+            precision_pct: self.precision,
+            max_refine_steps: self.max_refine,
+            slo,
+        };
+        cfg.validate()?;
+        if self.max_in_flight == 0 {
+            anyhow::bail!("invalid max in flight 0: expected at least 1");
+        }
+        let generator = GeneratorConfig {
+            max_in_flight: self.max_in_flight,
+            op_timeout: parse_duration("timeout", &self.timeout, false)?,
+            ..GeneratorConfig::default()
+        };
+        Ok((cfg, generator))
+    }
+}
+
+/// Runs the finder on a fresh runtime, printing each step as it ends.
+pub fn run_finder(
+    target: Arc<dyn Target>,
+    cfg: &FinderConfig,
+    generator: GeneratorConfig,
+    echo: bool,
+) -> Result<FinderReport> {
+    let rt = crate::suites::runtime()?;
+    let report = rt.block_on(async {
+        let mut gen = OpenLoop::new(target, generator)?;
+        if echo {
+            print!("{}", collector::finder::FinderReport::header());
+        }
+        find(&mut gen, cfg, |row| {
+            if echo {
+                print!("{}", collector::finder::console_row(row));
+            }
+        })
+        .await
+    })?;
+    // In-flight operations were awaited by every step; nothing is left to cancel.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(report)
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+/// The report as a SuiteResult: headline = the ANSWER line, a table of every step, charts of
+/// p99 and achieved rate against the target rate, and a verdict from the answer alone
+/// (PASS when an answer was found and confirmed; suites may judge it further).
+pub fn to_result(
+    suite: &str,
+    profile: &str,
+    scale: &str,
+    seed: u64,
+    cfg: &FinderConfig,
+    report: &FinderReport,
+) -> SuiteResult {
+    let mut r = SuiteResult::new(suite, profile, scale, seed);
+    r.headline = report.answer_line();
+    r.config
+        .insert("target".into(), report.target.clone().into());
+    r.config
+        .insert("steps".into(), serde_json::json!(cfg.steps));
+    r.config
+        .insert("warmup_s".into(), cfg.timing.warmup.as_secs_f64().into());
+    r.config
+        .insert("hold_s".into(), cfg.timing.hold.as_secs_f64().into());
+    r.config.insert(
+        "cooldown_s".into(),
+        cfg.timing.cooldown.as_secs_f64().into(),
+    );
+    r.config.insert("slo".into(), cfg.slo.describe().into());
+    r.config
+        .insert("precision_pct".into(), cfg.precision_pct.into());
+
+    let mut table = Table::new(
+        "Steps (latency from the intended start; svc = from the actual start)",
+        &[
+            "phase",
+            "target /s",
+            "achieved /s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "svc p99 ms",
+            "errors",
+            "dropped",
+            "verdict",
+            "reasons",
+        ],
+    );
+    for row in &report.rows {
+        table.push_row([
+            row.phase.name().to_string(),
+            row.target_per_s.to_string(),
+            format!("{:.0}", row.achieved_per_s),
+            ms(row.total.p50_ms),
+            ms(row.total.p95_ms),
+            ms(row.total.p99_ms),
+            ms(row.total.max_ms),
+            ms(row.total.service_p99_ms),
+            format!("{:.2}%", row.total.error_rate * 100.0),
+            row.dropped.to_string(),
+            row.verdict.status.to_string(),
+            row.verdict.reasons.join("; "),
+        ]);
+    }
+    r.tables.push(table);
+
+    let mut rows: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|row| row.phase != Phase::Confirm)
+        .collect();
+    rows.sort_by_key(|row| row.target_per_s);
+    r.series.push(Series {
+        id: "p99".into(),
+        title: "p99 latency against target rate".into(),
+        x_label: "target rate (ops/s)".into(),
+        y_label: "p99 from intended start (ms, log scale)".into(),
+        lines: vec![
+            Line {
+                name: "p99".into(),
+                points: rows
+                    .iter()
+                    .map(|row| [row.target_per_s as f64, row.total.p99_ms.max(0.001)])
+                    .collect(),
+            },
+            Line {
+                name: "service p99".into(),
+                points: rows
+                    .iter()
+                    .map(|row| [row.target_per_s as f64, row.total.service_p99_ms.max(0.001)])
+                    .collect(),
+            },
+        ],
+        log_y: true,
+    });
+    r.series.push(Series {
+        id: "achieved".into(),
+        title: "Achieved against target rate".into(),
+        x_label: "target rate (ops/s)".into(),
+        y_label: "ops/s".into(),
+        lines: vec![
+            Line {
+                name: "achieved".into(),
+                points: rows
+                    .iter()
+                    .map(|row| [row.target_per_s as f64, row.achieved_per_s])
+                    .collect(),
+            },
+            Line {
+                name: "completed ok".into(),
+                points: rows
+                    .iter()
+                    .map(|row| {
+                        [
+                            row.target_per_s as f64,
+                            row.total.ok as f64 / cfg.timing.hold.as_secs_f64(),
+                        ]
+                    })
+                    .collect(),
+            },
+        ],
+        log_y: false,
+    });
+
+    r.metrics
+        .push(Metric::new("steps_run", report.rows.len() as f64, ""));
+    r.verdict = match &report.answer {
+        Answer::Found {
+            rate,
+            confirmed,
+            confirm_reasons,
+            ..
+        } => {
+            r.metrics.push(
+                Metric::new("max_rps", *rate as f64, "ops/s")
+                    .higher_is_better()
+                    .headline(),
+            );
+            if *confirmed {
+                Verdict::from_checks(vec![], vec![])
+            } else {
+                Verdict::from_checks(vec![], confirm_reasons.clone())
+            }
+        }
+        Answer::NonePassed { first } => Verdict::fail(format!(
+            "no step passed (first step {}: {})",
+            first.status,
+            first.reasons.join("; ")
+        )),
+    };
+    r
+}
