@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::recorder::{ActionId, Epoch, Recorder, Sample, StepData};
 use crate::schedule::{OpenLoopSchedule, Pacing};
-use crate::shape::{Phase, StepTiming};
+use crate::shape::{Phase, Shape, StepTiming};
 use crate::target::{OpError, Target};
 
 /// Shards of every recorder a generator creates.
@@ -372,6 +372,40 @@ impl OpenLoop {
         &self.cfg
     }
 
+    /// Runs any shape and returns one measurement per step, phase or burst. A closed-loop
+    /// shape runs [`closed_loop`] with this generator's target and timeout.
+    pub async fn run(&mut self, shape: &Shape) -> Result<Vec<Measured>, GeneratorError> {
+        shape.validate()?;
+        match shape {
+            Shape::Constant { rate_per_s, timing } => {
+                Ok(vec![self.step(*rate_per_s, *timing).await?])
+            }
+            Shape::Ramp { rates, timing } => {
+                let mut out = Vec::with_capacity(rates.len());
+                for rate in rates {
+                    out.push(self.step(*rate, *timing).await?);
+                }
+                Ok(out)
+            }
+            Shape::Phases(phases) => self.phases(phases).await,
+            Shape::Burst { ops } => Ok(vec![self.burst(*ops).await?]),
+            Shape::ClosedLoop {
+                workers,
+                think,
+                duration,
+            } => Ok(vec![
+                closed_loop(
+                    self.target.clone(),
+                    *workers,
+                    *think,
+                    *duration,
+                    self.cfg.op_timeout,
+                )
+                .await?,
+            ]),
+        }
+    }
+
     /// One step at `rate`: warmup → reset → hold → measure → cooldown.
     pub async fn step(
         &mut self,
@@ -423,7 +457,7 @@ impl OpenLoop {
     /// which it was scheduled, because every phase records into its own recorder and is
     /// awaited in the background while the next phase runs.
     pub async fn phases(&mut self, phases: &[Phase]) -> Result<Vec<Measured>, GeneratorError> {
-        crate::shape::Shape::Phases(phases.to_vec()).validate()?;
+        Shape::Phases(phases.to_vec()).validate()?;
         let mut start = Instant::now() + Duration::from_millis(2);
         let mut pending_tail = Vec::new();
         for p in phases {
@@ -470,7 +504,7 @@ impl OpenLoop {
     /// `ops` operations intended at the same instant (a thundering herd). All of them are
     /// started at once, up to the in-flight limit; the rest are dropped.
     pub async fn burst(&mut self, ops: u64) -> Result<Measured, GeneratorError> {
-        crate::shape::Shape::Burst { ops }.validate()?;
+        Shape::Burst { ops }.validate()?;
         let _ = self.recorder.reset();
         let pending_start = self.target.pending();
         let intended = Instant::now();
@@ -522,7 +556,7 @@ pub async fn closed_loop(
     duration: Duration,
     op_timeout: Duration,
 ) -> Result<Measured, GeneratorError> {
-    crate::shape::Shape::ClosedLoop {
+    Shape::ClosedLoop {
         workers,
         think,
         duration,

@@ -357,3 +357,62 @@ fn bad_thresholds_are_refused() {
         assert!(e.starts_with(needle), "{e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shape_runs_through_one_entry_point() {
+    use collector::shape::Shape;
+    let mut gen = OpenLoop::new(sim(8, 1000, None), GeneratorConfig::default()).unwrap();
+    let t = timing(0, 50);
+    let shapes = [
+        (
+            Shape::Constant {
+                rate_per_s: 200,
+                timing: t,
+            },
+            1,
+        ),
+        (
+            Shape::Ramp {
+                rates: vec![100, 200],
+                timing: t,
+            },
+            2,
+        ),
+        (
+            Shape::soak(vec![
+                Phase {
+                    rate_per_s: 100,
+                    duration: Duration::from_millis(50),
+                },
+                Phase {
+                    rate_per_s: 200,
+                    duration: Duration::from_millis(50),
+                },
+            ]),
+            2,
+        ),
+        (Shape::Burst { ops: 20 }, 1),
+        (
+            Shape::ClosedLoop {
+                workers: 2,
+                think: Duration::from_millis(1),
+                duration: Duration::from_millis(50),
+            },
+            1,
+        ),
+    ];
+    for (shape, windows) in shapes {
+        let ms = gen.run(&shape).await.unwrap();
+        assert_eq!(ms.len(), windows, "{shape:?}");
+        for m in &ms {
+            assert_eq!(m.data.total().completed(), m.issued, "{shape:?}");
+        }
+    }
+    assert!(gen
+        .run(&Shape::Ramp {
+            rates: vec![200, 100],
+            timing: t
+        })
+        .await
+        .is_err());
+}

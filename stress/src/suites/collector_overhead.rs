@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use collector::generator::{GeneratorConfig, OpenLoop};
 use collector::recorder::{ActionId, Recorder, Sample};
+use collector::resources::{leak_check, series, Sampler};
 use collector::shape::StepTiming;
 use collector::target::NoopTarget;
 use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
@@ -118,6 +119,9 @@ impl Suite for CollectorOverhead {
                 .headline(),
         );
 
+        // Sample this process while the generator runs: the instrument must not grow either.
+        let sampler = Sampler::start(vec![0], Duration::from_millis(100), 100_000)?;
+        let sampled_from = Instant::now();
         let rt = crate::suites::runtime()?;
         let mut table = Table::new(
             "Open-loop generator against a no-op target (latency = what the generator adds)",
@@ -194,6 +198,40 @@ impl Suite for CollectorOverhead {
             }
         }
         drop(rt);
+        let warmup_s = timing.warmup.as_secs_f64();
+        let samples = sampler.stop();
+        let rss_mb = series(&samples, 0, |p| p.rss_bytes as f64 / 1e6);
+        let threads = series(&samples, 0, |p| p.threads as f64);
+        if let Some(peak) = rss_mb.iter().map(|(_, v)| *v).reduce(f64::max) {
+            r.metrics
+                .push(Metric::new("generator_peak_rss_mb", peak, "MB").lower_is_better());
+        }
+        if let Some(peak) = threads.iter().map(|(_, v)| *v).reduce(f64::max) {
+            r.metrics
+                .push(Metric::new("generator_peak_threads", peak, ""));
+        }
+        match leak_check(&rss_mb, warmup_s, 100.0, 10, "rss", "MB") {
+            Ok(leak) => r.findings.push(format!(
+                "RSS of the generator process over {:.0} s: Theil–Sen slope {:+.1} MB/h after {warmup_s} s of warmup, rolling-mean envelope {:.1}–{:.1} MB ({} samples). The load changes rate three times, so this is a trend to watch, not a leak verdict.",
+                sampled_from.elapsed().as_secs_f64(),
+                leak.slope_per_hour,
+                leak.envelope_min,
+                leak.envelope_max,
+                leak.samples_used
+            )),
+            Err(e) => r.findings.push(format!("no leak check: {e}")),
+        }
+        r.series.push(Series {
+            id: "rss".into(),
+            title: "Generator process RSS while it runs".into(),
+            x_label: "time (s)".into(),
+            y_label: "RSS (MB)".into(),
+            lines: vec![Line {
+                name: "stress (this process)".into(),
+                points: rss_mb.iter().map(|(t, v)| [*t, *v]).collect(),
+            }],
+            log_y: false,
+        });
         r.tables.push(table);
         r.series.push(Series {
             id: "self-p99".into(),
