@@ -216,27 +216,36 @@ pub fn to_result(
         .filter(|row| row.phase != Phase::Confirm)
         .collect();
     rows.sort_by_key(|row| row.target_per_s);
+    let points = |f: &dyn Fn(&&collector::finder::StepRow) -> f64| -> Vec<[f64; 2]> {
+        rows.iter()
+            .map(|row| [row.target_per_s as f64, f(row).max(0.001)])
+            .collect()
+    };
+    let mut p99_lines = vec![
+        Line {
+            name: "p99".into(),
+            points: points(&|row| row.total.p99_ms),
+        },
+        Line {
+            name: "service p99".into(),
+            points: points(&|row| row.total.service_p99_ms),
+        },
+    ];
+    if let (Some(limit), Some(first), Some(last)) = (cfg.slo.p99_ms, rows.first(), rows.last()) {
+        p99_lines.push(Line {
+            name: format!("SLO p99 {limit} ms"),
+            points: vec![
+                [first.target_per_s as f64, limit],
+                [last.target_per_s as f64, limit],
+            ],
+        });
+    }
     r.series.push(Series {
         id: "p99".into(),
         title: "p99 latency against target rate".into(),
         x_label: "target rate (ops/s)".into(),
         y_label: "p99 from intended start (ms, log scale)".into(),
-        lines: vec![
-            Line {
-                name: "p99".into(),
-                points: rows
-                    .iter()
-                    .map(|row| [row.target_per_s as f64, row.total.p99_ms.max(0.001)])
-                    .collect(),
-            },
-            Line {
-                name: "service p99".into(),
-                points: rows
-                    .iter()
-                    .map(|row| [row.target_per_s as f64, row.total.service_p99_ms.max(0.001)])
-                    .collect(),
-            },
-        ],
+        lines: p99_lines,
         log_y: true,
     });
     r.series.push(Series {
