@@ -1,5 +1,11 @@
-//! `rpc-daemon`: an SQLite issue-tracker daemon that many agents share over a Unix socket,
-//! with its client and a direct (in-process) mode.
+//! `rpc-daemon`: an SQLite issue tracker that many agents share.
 //!
-//! Status: not built yet. This crate is reserved in the workspace layout and exports
-//! nothing; the daemon, its protocol and its suites arrive with their own issue.
+//! - [`model`]: issues, dependencies, the operations and their replies.
+//! - [`error`]: error replies with stable codes.
+//! - [`proto`]: length-prefixed JSON frames, the hello handshake, request/response envelopes.
+//! - [`store`]: the SQLite store: schema, id allocation, every operation, batches.
+
+pub mod error;
+pub mod model;
+pub mod proto;
+pub mod store;
