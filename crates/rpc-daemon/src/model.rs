@@ -147,7 +147,11 @@ pub struct UpdateArgs {
     #[serde(default)]
     pub priority: Option<u8>,
     /// New assignee; `Some(None)` (JSON `null`) clears it.
-    #[serde(default, with = "double_option")]
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub assignee: Option<Option<String>>,
     /// Replace the labels.
     #[serde(default)]
@@ -382,6 +386,23 @@ mod tests {
             Op::Update(u) => assert_eq!(u.assignee, None),
             other => panic!("{other:?}"),
         }
+        // An absent assignee stays absent on the wire (null would clear it).
+        let keep = Op::Update(UpdateArgs {
+            id: "hl-1".into(),
+            title: Some("t".into()),
+            ..UpdateArgs::default()
+        });
+        let wire = serde_json::to_value(&keep).unwrap();
+        assert!(wire.get("assignee").is_none(), "{wire}");
+        assert_eq!(serde_json::from_value::<Op>(wire).unwrap(), keep);
+        let clear = Op::Update(UpdateArgs {
+            id: "hl-1".into(),
+            assignee: Some(None),
+            ..UpdateArgs::default()
+        });
+        let wire = serde_json::to_value(&clear).unwrap();
+        assert!(wire["assignee"].is_null(), "{wire}");
+        assert_eq!(serde_json::from_value::<Op>(wire).unwrap(), clear);
         assert!(serde_json::from_str::<Op>(r#"{"op":"explode"}"#).is_err());
         assert!(serde_json::from_str::<Op>(r#"{"op":"create","title":"x","bogus":1}"#).is_err());
         let j = serde_json::to_value(Op::Ready { limit: Some(5) }).unwrap();

@@ -213,6 +213,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let reply = apply_in(&tx, op, 0)?;
+        check_reply_size(&reply)?; // an unsendable reply must not leave a commit behind
         tx.commit()?;
         Ok(reply)
     }
@@ -228,7 +229,7 @@ impl Store {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let sp = tx.savepoint()?;
-            match apply_in(&sp, op, 0) {
+            match apply_in(&sp, op, 0).and_then(|r| check_reply_size(&r).map(|()| r)) {
                 Ok(reply) => {
                     sp.commit()?;
                     results.push(Ok(reply));
@@ -275,6 +276,26 @@ impl ReadStore {
         end?;
         Ok(reply)
     }
+}
+
+/// The largest reply a write may produce: a frame less room for the response envelope.
+pub const MAX_REPLY_BYTES: usize = crate::proto::MAX_FRAME_BYTES as usize - 1024;
+
+/// Refuses a write whose reply could not be sent in one frame, before it commits: an error
+/// reply must always mean nothing was applied.
+fn check_reply_size(reply: &Reply) -> Result<(), ApiError> {
+    let len = serde_json::to_vec(reply)
+        .map_err(|e| ApiError::internal(format!("encoding the reply: {e}")))?
+        .len();
+    if len > MAX_REPLY_BYTES {
+        return Err(ApiError::new(
+            Code::TooLarge,
+            format!(
+                "the reply would be {len} bytes, over the {MAX_REPLY_BYTES}-byte limit; nothing was applied: send fewer operations per batch"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1050,6 +1071,30 @@ mod tests {
             ops: vec![Op::Ping; MAX_BATCH_OPS + 1],
         };
         assert_eq!(s.apply(&huge).unwrap_err().code, Code::TooLarge);
+    }
+
+    #[test]
+    fn a_write_whose_reply_cannot_be_sent_is_not_applied() {
+        let (_d, mut s) = store();
+        let big = |i: usize| {
+            Op::Create(CreateArgs {
+                title: format!("t{i}"),
+                description: "d".repeat(2000),
+                ..CreateArgs::default()
+            })
+        };
+        let batch = Op::Batch {
+            ops: (0..600).map(big).collect(),
+        };
+        let e = s.apply(&batch).unwrap_err();
+        assert_eq!(e.code, Code::TooLarge, "{e}");
+        let refs = [&batch];
+        let results = s.apply_group(&refs).unwrap();
+        assert_eq!(results[0].as_ref().unwrap_err().code, Code::TooLarge);
+        match s.apply(&Op::Stats).unwrap() {
+            Reply::Stats { stats } => assert_eq!(stats.issues, 0, "nothing was applied"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
