@@ -4,6 +4,7 @@
 //! --seed N --out FILE` runs one. `cargo xtask stress` drives this binary, one child
 //! process per suite, and renders the report.
 
+mod daemon_harness;
 mod maxrps;
 mod suites;
 
@@ -36,6 +37,12 @@ enum Command {
     /// A flag given twice takes its last value.
     #[command(args_override_self = true)]
     Maxrps(Box<maxrps::MaxRpsArgs>),
+    /// (internal) Run the rpc-daemon under test; the daemon-* suites start it as a child.
+    #[command(name = "__daemon", hide = true)]
+    Daemon(daemon_harness::DaemonArgs),
+    /// (internal) One agent process creating issues through the daemon.
+    #[command(name = "__agent", hide = true)]
+    Agent(daemon_harness::AgentArgs),
     /// Run one suite and write its SuiteResult JSON.
     Run {
         /// Suite name (see `stress list`).
@@ -50,6 +57,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Writes `value` as pretty JSON to `path` (through a temporary file and a rename).
+pub fn write_json_file<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value)?;
+    collector::result::write_atomic(path, &json)?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -101,6 +115,14 @@ fn real_main() -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Daemon(args) => {
+            daemon_harness::serve(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => {
+            daemon_harness::agent(&args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             suite,

@@ -1,0 +1,399 @@
+//! The rpc-daemon under test as a real, separate OS process, and agent processes that drive
+//! it: what the `daemon-*` suites build on.
+//!
+//! The `stress` binary runs the daemon itself (`stress __daemon …`, the same code as
+//! `rpc-daemon serve`) so no second binary has to be found. Every child is started with
+//! `PR_SET_PDEATHSIG`, so it dies with the suite even if the suite is killed outright, and
+//! is killed and reaped by a guard when the suite drops it, even on panic.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rpc_daemon::client::{Client, ClientConfig, Mode};
+use rpc_daemon::server::{Server, ServerConfig};
+use rpc_daemon::store::{Durability, StoreConfig};
+
+/// How long to wait for a daemon's socket to answer after spawning it.
+pub const START_BOUND: Duration = Duration::from_secs(20);
+
+/// Flags of the hidden `stress __daemon` subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Database file.
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Socket path (default `<db>.sock`).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// `synchronous=FULL`.
+    #[arg(long)]
+    pub durable: bool,
+    /// Connection limit.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Idle-connection timeout, milliseconds.
+    #[arg(long, default_value_t = 300_000)]
+    pub idle_timeout_ms: u64,
+}
+
+/// `stress __daemon`: serves until SIGTERM/SIGINT (or SIGKILL).
+pub fn serve(args: &DaemonArgs) -> Result<()> {
+    let rt = crate::suites::runtime()?;
+    rt.block_on(async {
+        let mut cfg = ServerConfig::new(args.db.clone());
+        if let Some(s) = &args.socket {
+            cfg.socket = s.clone();
+        }
+        cfg.store.durability = if args.durable {
+            Durability::Full
+        } else {
+            Durability::Normal
+        };
+        cfg.max_connections = args.max_connections;
+        cfg.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+        let server = Server::bind(cfg).await.context("starting the daemon")?;
+        server
+            .shutdown_handle()
+            .on_signals()
+            .context("installing signal handlers")?;
+        println!(
+            "serving {} on {}",
+            server.db_path().display(),
+            server.socket_path().display()
+        );
+        let stats = server.run().await.context("running the daemon")?;
+        println!("{}", serde_json::to_string(&stats)?);
+        Ok(())
+    })
+}
+
+/// Sets `PR_SET_PDEATHSIG` so the child dies with this process.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+pub struct ChildGuard {
+    child: Option<Child>,
+    what: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` (stdout/stderr appended to `log`) with the parent-death signal set.
+    pub fn spawn(mut cmd: Command, what: &str, log: &Path) -> Result<ChildGuard> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().with_context(|| format!("spawning {what}"))?;
+        Ok(ChildGuard {
+            child: Some(child),
+            what: what.to_string(),
+        })
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `bound`; SIGKILL if it did not exit. Returns whether it
+    /// exited by itself with status 0.
+    pub fn terminate(&mut self, bound: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let until = Instant::now() + bound;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Waits up to `bound` for the child to exit; kills it past the bound.
+    pub fn wait(&mut self, bound: Duration) -> Result<std::process::ExitStatus> {
+        let Some(c) = self.child.as_mut() else {
+            bail!("{} was already reaped", self.what);
+        };
+        let until = Instant::now() + bound;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= until {
+                self.kill9();
+                bail!("{} still running after {:?}: killed", self.what, bound);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A daemon running as a child process of this suite.
+pub struct DaemonProc {
+    guard: ChildGuard,
+    /// Its database.
+    pub db: PathBuf,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its log (stdout and stderr, appended across restarts).
+    pub log: PathBuf,
+    extra: Vec<String>,
+}
+
+impl DaemonProc {
+    /// Starts `stress __daemon --db DB [extra…]` and waits (bounded) until it answers a ping.
+    pub fn start(db: &Path, extra: &[&str]) -> Result<DaemonProc> {
+        let db = db.to_path_buf();
+        let socket = rpc_daemon::server::default_socket_path(&db);
+        let log = db.with_extension("daemon.log");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let guard = Self::spawn(&db, &log, &extra)?;
+        let mut d = DaemonProc {
+            guard,
+            db,
+            socket,
+            log,
+            extra,
+        };
+        d.await_ready()?;
+        Ok(d)
+    }
+
+    fn spawn(db: &Path, log: &Path, extra: &[String]) -> Result<ChildGuard> {
+        let exe = std::env::current_exe().context("locating the stress binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("__daemon").arg("--db").arg(db).args(extra);
+        ChildGuard::spawn(cmd, "the daemon", log)
+    }
+
+    fn await_ready(&mut self) -> Result<()> {
+        let until = Instant::now() + START_BOUND;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        loop {
+            let cfg = ClientConfig {
+                mode: Mode::DaemonOnly,
+                timeout: Duration::from_secs(2),
+                ..ClientConfig::new(self.db.clone())
+            };
+            let ok = rt.block_on(async {
+                match Client::connect(cfg).await {
+                    Ok(mut c) => c.ping().await.is_ok(),
+                    Err(_) => false,
+                }
+            });
+            if ok {
+                return Ok(());
+            }
+            if let Some(c) = self.guard.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    bail!(
+                        "the daemon exited with {status} before answering (log: {})",
+                        self.log.display()
+                    );
+                }
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "the daemon did not answer within {:?} (log: {})",
+                    START_BOUND,
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// `kill -9` the daemon (no shutdown, no cleanup: the socket file stays behind).
+    pub fn kill9(&mut self) {
+        self.guard.kill9();
+    }
+
+    /// Starts it again on the same database (after a kill), waiting until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.guard.kill9();
+        self.guard = Self::spawn(&self.db, &self.log, &self.extra)?;
+        self.await_ready()
+    }
+
+    /// Graceful shutdown (SIGTERM), bounded; returns whether it exited cleanly.
+    pub fn stop(&mut self, bound: Duration) -> bool {
+        self.guard.terminate(bound)
+    }
+}
+
+/// A client of `db` through the daemon only (never direct mode: a suite that meant to test
+/// the daemon must not silently test the file).
+pub async fn daemon_client(db: &Path, timeout: Duration) -> Result<Client> {
+    let cfg = ClientConfig {
+        mode: Mode::DaemonOnly,
+        timeout,
+        ..ClientConfig::new(db.to_path_buf())
+    };
+    Client::connect(cfg)
+        .await
+        .with_context(|| format!("connecting to the daemon of {}", db.display()))
+}
+
+/// A direct-mode client of `db` (for checking what is really in the file).
+pub async fn direct_client(db: &Path) -> Result<Client> {
+    let cfg = ClientConfig {
+        mode: Mode::Direct,
+        store: StoreConfig::default(),
+        ..ClientConfig::new(db.to_path_buf())
+    };
+    Client::connect(cfg)
+        .await
+        .with_context(|| format!("opening {} directly", db.display()))
+}
+
+/// Flags of the hidden `stress __agent` subcommand: one agent process creating issues.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Database file (the daemon's).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Concurrent tasks in this process.
+    #[arg(long)]
+    pub tasks: u64,
+    /// Creates per task.
+    #[arg(long)]
+    pub creates: u64,
+    /// Title prefix; titles are `<prefix>-<task>-<i>`, unique per attempt.
+    #[arg(long)]
+    pub prefix: String,
+    /// Where to write the [`AgentReport`] JSON.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Per-call client timeout, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Keep going through daemon restarts: on a connection failure, reconnect (bounded by
+    /// this many milliseconds per attempt) and move on to the next create.
+    #[arg(long, default_value_t = 0)]
+    pub survive_restarts_ms: u64,
+}
+
+/// What one agent process did: every title it attempted, and the id of every create the
+/// daemon acknowledged.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
+pub struct AgentReport {
+    /// Titles attempted, in order per task.
+    pub attempted: Vec<String>,
+    /// `(title, id)` of acknowledged creates.
+    pub acked: Vec<(String, String)>,
+    /// Errors by code (`timeout`, `connect`, API codes).
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+/// `stress __agent`: runs the tasks and writes the report.
+pub fn agent(args: &AgentArgs) -> Result<()> {
+    use rpc_daemon::model::CreateArgs;
+    let rt = crate::suites::runtime()?;
+    let report = rt.block_on(async {
+        let mut handles = Vec::new();
+        for task in 0..args.tasks {
+            let args = args.clone();
+            handles.push(tokio::spawn(async move {
+                let timeout = Duration::from_millis(args.timeout_ms);
+                let mut r = AgentReport::default();
+                let mut client = daemon_client(&args.db, timeout).await.ok();
+                for i in 0..args.creates {
+                    let title = format!("{}-{task}-{i}", args.prefix);
+                    if client.is_none() && args.survive_restarts_ms > 0 {
+                        let until =
+                            Instant::now() + Duration::from_millis(args.survive_restarts_ms);
+                        while client.is_none() && Instant::now() < until {
+                            client = daemon_client(&args.db, timeout).await.ok();
+                            if client.is_none() {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                    let Some(c) = client.as_mut() else {
+                        *r.errors.entry("connect".into()).or_default() += 1;
+                        if args.survive_restarts_ms == 0 {
+                            break;
+                        }
+                        continue;
+                    };
+                    r.attempted.push(title.clone());
+                    match c
+                        .create(CreateArgs {
+                            title: title.clone(),
+                            ..CreateArgs::default()
+                        })
+                        .await
+                    {
+                        Ok(issue) => r.acked.push((title, issue.id)),
+                        Err(e) => {
+                            *r.errors.entry(e.code().to_string()).or_default() += 1;
+                            if e.api_code().is_none() {
+                                client = None; // the connection is in doubt: reconnect
+                            }
+                        }
+                    }
+                }
+                r
+            }));
+        }
+        let mut all = AgentReport::default();
+        for h in handles {
+            let r = h.await.context("an agent task panicked")?;
+            all.attempted.extend(r.attempted);
+            all.acked.extend(r.acked);
+            for (k, v) in r.errors {
+                *all.errors.entry(k).or_default() += v;
+            }
+        }
+        anyhow::Ok(all)
+    })?;
+    crate::write_json_file(&args.out, &report)
+}
