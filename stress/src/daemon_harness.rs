@@ -331,6 +331,21 @@ pub struct AgentReport {
     pub acked: Vec<(String, String)>,
     /// Errors by code (`timeout`, `connect`, API codes).
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// Latency of each acknowledged create in µs (request sent to answer read), as the
+    /// `(value, count)` pairs of an HdrHistogram with 3 significant digits; the reports of
+    /// several processes merge by recording every pair.
+    #[serde(default)]
+    pub create_latency_us: Vec<(u64, u64)>,
+    /// Unix time in µs when this process started its tasks and when the last one ended.
+    #[serde(default)]
+    pub window_unix_us: Option<(u64, u64)>,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// `stress __agent`: runs the tasks and writes the report.
@@ -338,12 +353,14 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
     use rpc_daemon::model::CreateArgs;
     let rt = crate::suites::runtime()?;
     let report = rt.block_on(async {
+        let started_us = unix_us();
         let mut handles = Vec::new();
         for task in 0..args.tasks {
             let args = args.clone();
             handles.push(tokio::spawn(async move {
                 let timeout = Duration::from_millis(args.timeout_ms);
                 let mut r = AgentReport::default();
+                let mut hist = hdrhistogram::Histogram::<u64>::new(3).ok();
                 let mut client = daemon_client(&args.db, timeout).await.ok();
                 for i in 0..args.creates {
                     let title = format!("{}-{task}-{i}", args.prefix);
@@ -365,6 +382,7 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
                         continue;
                     };
                     r.attempted.push(title.clone());
+                    let sent = Instant::now();
                     match c
                         .create(CreateArgs {
                             title: title.clone(),
@@ -372,7 +390,12 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
                         })
                         .await
                     {
-                        Ok(issue) => r.acked.push((title, issue.id)),
+                        Ok(issue) => {
+                            if let Some(h) = hist.as_mut() {
+                                let _ = h.record(sent.elapsed().as_micros() as u64);
+                            }
+                            r.acked.push((title, issue.id))
+                        }
                         Err(e) => {
                             *r.errors.entry(e.code().to_string()).or_default() += 1;
                             if e.api_code().is_none() {
@@ -381,17 +404,28 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
                         }
                     }
                 }
-                r
+                (r, hist)
             }));
         }
         let mut all = AgentReport::default();
+        let mut latency = hdrhistogram::Histogram::<u64>::new(3).ok();
         for h in handles {
-            let r = h.await.context("an agent task panicked")?;
+            let (r, hist) = h.await.context("an agent task panicked")?;
+            if let (Some(all_h), Some(h)) = (latency.as_mut(), hist.as_ref()) {
+                let _ = all_h.add(h);
+            }
             all.attempted.extend(r.attempted);
             all.acked.extend(r.acked);
             for (k, v) in r.errors {
                 *all.errors.entry(k).or_default() += v;
             }
+        }
+        all.window_unix_us = Some((started_us, unix_us()));
+        if let Some(h) = latency {
+            all.create_latency_us = h
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect();
         }
         anyhow::Ok(all)
     })?;

@@ -5,6 +5,7 @@
 //! process per suite, and renders the report.
 
 mod daemon_harness;
+mod daemon_target;
 mod maxrps;
 mod suites;
 
@@ -87,7 +88,8 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Maxrps(args) => {
-            let target = collector::target::from_spec(&args.target)?;
+            // A private daemon (no `db=`) lives inside the target: killed when it drops.
+            let target = daemon_target::resolve(&args.target)?;
             let (cfg, generator) = args.config(target.as_ref())?;
             println!(
                 "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",

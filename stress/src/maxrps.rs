@@ -16,7 +16,9 @@ use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
 /// Flags of `stress maxrps`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MaxRpsArgs {
-    /// What to load: `sim:servers=K,service_us=S[,queue=Q]`, `usl:…` or `noop`.
+    /// What to load: `sim:servers=K,service_us=S[,queue=Q]`, `usl:service_us=S,sigma=X,kappa=Y`,
+    /// `noop`, or `daemon:op=create|mix[,db=PATH][,pool=N][,seed=N]` (without `db=`, a
+    /// private daemon in a temp dir).
     #[arg(long)]
     pub target: String,
     /// Increasing rates, ops/s, with an optional k suffix: `1k,2k,4k,8k`.

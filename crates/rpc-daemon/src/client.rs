@@ -312,7 +312,7 @@ impl Client {
 
     /// `ping`.
     pub async fn ping(&mut self) -> Result<(), ClientError> {
-        match self.call(Op::Ping).await? {
+        match self.call(Op::Ping {}).await? {
             Reply::Pong { .. } => Ok(()),
             other => Err(unexpected("ping", &other)),
         }
@@ -387,7 +387,7 @@ impl Client {
 
     /// `stats`.
     pub async fn stats(&mut self) -> Result<Stats, ClientError> {
-        match self.call(Op::Stats).await? {
+        match self.call(Op::Stats {}).await? {
             Reply::Stats { stats } => Ok(stats),
             other => Err(unexpected("stats", &other)),
         }

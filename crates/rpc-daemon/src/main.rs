@@ -452,8 +452,8 @@ mod app {
                 let ops = read_ops(&file)?;
                 (conn, Op::Batch { ops })
             }
-            Command::Stats { conn } => (conn, Op::Stats),
-            Command::Ping { conn } => (conn, Op::Ping),
+            Command::Stats { conn } => (conn, Op::Stats {}),
+            Command::Ping { conn } => (conn, Op::Ping {}),
         })
     }
 

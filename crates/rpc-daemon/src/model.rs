@@ -183,8 +183,9 @@ pub struct ListArgs {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
-    /// Liveness check; answers `pong`.
-    Ping,
+    /// Liveness check; answers `pong`. (An empty struct variant, not a unit one, so that
+    /// unknown fields are refused here too.)
+    Ping {},
     /// Create an issue; answers the issue.
     Create(CreateArgs),
     /// Change fields; answers the issue.
@@ -220,14 +221,14 @@ pub enum Op {
         ops: Vec<Op>,
     },
     /// Counts; answers [`Stats`].
-    Stats,
+    Stats {},
 }
 
 impl Op {
     /// The operation's wire name.
     pub fn name(&self) -> &'static str {
         match self {
-            Op::Ping => "ping",
+            Op::Ping {} => "ping",
             Op::Create(_) => "create",
             Op::Update(_) => "update",
             Op::Close { .. } => "close",
@@ -237,7 +238,7 @@ impl Op {
             Op::DepAdd(_) => "dep_add",
             Op::DepRemove(_) => "dep_remove",
             Op::Batch { .. } => "batch",
-            Op::Stats => "stats",
+            Op::Stats {} => "stats",
         }
     }
 
@@ -404,6 +405,17 @@ mod tests {
         assert!(wire["assignee"].is_null(), "{wire}");
         assert_eq!(serde_json::from_value::<Op>(wire).unwrap(), clear);
         assert!(serde_json::from_str::<Op>(r#"{"op":"explode"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Op::Ping {}).unwrap(),
+            r#"{"op":"ping"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Op>(r#"{"op":"stats"}"#).unwrap(),
+            Op::Stats {}
+        );
+        for extra in [r#"{"op":"ping","x":1}"#, r#"{"op":"stats","x":1}"#] {
+            assert!(serde_json::from_str::<Op>(extra).is_err(), "{extra}");
+        }
         assert!(serde_json::from_str::<Op>(r#"{"op":"create","title":"x","bogus":1}"#).is_err());
         let j = serde_json::to_value(Op::Ready { limit: Some(5) }).unwrap();
         assert_eq!(j, serde_json::json!({"op": "ready", "limit": 5}));

@@ -1306,7 +1306,7 @@ fn gave_up(claimed: &mut oneshot::Receiver<()>) -> bool {
 }
 
 async fn read(sh: &Shared, op: Op, deadline: Instant, budget: Duration) -> Result<Reply, ApiError> {
-    if matches!(op, Op::Ping) {
+    if matches!(op, Op::Ping {}) {
         return Ok(Reply::Pong { pong: true });
     }
     let (tx, rx) = oneshot::channel();
@@ -1338,7 +1338,7 @@ mod tests {
         let (claim, claimed) = oneshot::channel();
         let (reply, answer) = oneshot::channel();
         let job = WriteJob {
-            op: Op::Ping,
+            op: Op::Ping {},
             deadline,
             budget: Duration::from_millis(1),
             reply,

@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS issues (
     close_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS issues_status_priority ON issues (status, priority, seq);
+CREATE INDEX IF NOT EXISTS issues_assignee ON issues (assignee, seq);
+CREATE INDEX IF NOT EXISTS issues_status_seq ON issues (status, seq);
 CREATE TABLE IF NOT EXISTS labels (
     issue_id TEXT NOT NULL REFERENCES issues (id) ON DELETE CASCADE,
     label TEXT NOT NULL,
@@ -447,7 +449,7 @@ const READY_WHERE: &str = "i.status = 'open' AND NOT EXISTS (
 
 fn read(conn: &Connection, op: &Op) -> Result<Reply, ApiError> {
     match op {
-        Op::Ping => Ok(Reply::Pong { pong: true }),
+        Op::Ping {} => Ok(Reply::Pong { pong: true }),
         Op::Show { id } => Ok(Reply::Detail {
             issue: get_issue(conn, id)?,
             deps: deps_of(conn, id)?,
@@ -457,20 +459,44 @@ fn read(conn: &Connection, op: &Op) -> Result<Reply, ApiError> {
             if let Some(p) = a.priority {
                 check_priority(p)?;
             }
+            // Only the filters given appear in the SQL, so SQLite can use the index of the
+            // one that narrows most (a label lookup starts from `labels_label`). At most 16
+            // distinct statements, all cached.
             let status = a.status.map(|s| s.as_str());
-            let sql = format!(
-                "SELECT {ISSUE_COLUMNS} FROM issues i
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR assignee = ?2)
-                   AND (?3 IS NULL OR priority = ?3)
-                   AND (?4 IS NULL OR EXISTS (SELECT 1 FROM labels l WHERE l.issue_id = i.id AND l.label = ?4))
-                 ORDER BY seq DESC LIMIT ?5"
-            );
+            let mut clauses: Vec<&str> = Vec::new();
+            let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+            let mut from = "issues i".to_string();
+            if let Some(label) = &a.label {
+                from = "labels l JOIN issues i ON i.id = l.issue_id".into();
+                clauses.push("l.label = ?");
+                args.push(label);
+            }
+            if let Some(st) = &status {
+                clauses.push("i.status = ?");
+                args.push(st);
+            }
+            if let Some(who) = &a.assignee {
+                clauses.push("i.assignee = ?");
+                args.push(who);
+            }
+            if let Some(p) = &a.priority {
+                clauses.push("i.priority = ?");
+                args.push(p);
+            }
+            let filter = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            args.push(&n);
+            let columns = ISSUE_COLUMNS
+                .split(", ")
+                .map(|c| format!("i.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("SELECT {columns} FROM {from} {filter} ORDER BY i.seq DESC LIMIT ?");
             Ok(Reply::Issues {
-                issues: query_issues(
-                    conn,
-                    &sql,
-                    &[&status, &a.assignee, &a.priority, &a.label, &n],
-                )?,
+                issues: query_issues(conn, &sql, &args)?,
             })
         }
         Op::Ready { limit: l } => {
@@ -480,7 +506,7 @@ fn read(conn: &Connection, op: &Op) -> Result<Reply, ApiError> {
                 issues: query_issues(conn, &sql, &[&n])?,
             })
         }
-        Op::Stats => {
+        Op::Stats {} => {
             let count = |sql: &str| -> Result<u64, ApiError> {
                 Ok(conn
                     .prepare_cached(sql)?
@@ -946,7 +972,7 @@ mod tests {
         });
         let r = issue(s.apply(&reopen).unwrap());
         assert_eq!((r.closed_at, r.close_reason), (None, None));
-        match s.apply(&Op::Stats).unwrap() {
+        match s.apply(&Op::Stats {}).unwrap() {
             Reply::Stats { stats } => {
                 assert_eq!(stats.issues, 1);
                 assert_eq!(
@@ -961,6 +987,68 @@ mod tests {
             ..ListArgs::default()
         });
         assert_eq!(ids(s.apply(&lbl).unwrap()), vec![a.id.clone()]);
+    }
+
+    #[test]
+    fn list_filters_combine() {
+        let (_d, mut s) = store();
+        for (i, (label, who, prio)) in
+            [("x", "a", 1u8), ("x", "b", 1), ("y", "a", 1), ("x", "a", 3)]
+                .iter()
+                .enumerate()
+        {
+            s.apply(&Op::Create(CreateArgs {
+                title: format!("t{i}"),
+                priority: Some(*prio),
+                assignee: Some(who.to_string()),
+                labels: vec![label.to_string()],
+                ..CreateArgs::default()
+            }))
+            .unwrap();
+        }
+        s.apply(&Op::Close {
+            id: "hl-1".into(),
+            reason: None,
+        })
+        .unwrap();
+        let list = |s: &mut Store, a: ListArgs| ids(s.apply(&Op::List(a)).unwrap());
+        assert_eq!(
+            list(
+                &mut s,
+                ListArgs {
+                    label: Some("x".into()),
+                    ..ListArgs::default()
+                }
+            ),
+            ["hl-4", "hl-2", "hl-1"]
+        );
+        let a = ListArgs {
+            label: Some("x".into()),
+            assignee: Some("a".into()),
+            ..ListArgs::default()
+        };
+        assert_eq!(list(&mut s, a), ["hl-4", "hl-1"]);
+        let a = ListArgs {
+            label: Some("x".into()),
+            status: Some(Status::Open),
+            priority: Some(1),
+            ..ListArgs::default()
+        };
+        assert_eq!(list(&mut s, a), ["hl-2"]);
+        let a = ListArgs {
+            assignee: Some("a".into()),
+            limit: Some(1),
+            ..ListArgs::default()
+        };
+        assert_eq!(list(&mut s, a), ["hl-4"]);
+        assert!(list(
+            &mut s,
+            ListArgs {
+                label: Some("none".into()),
+                ..ListArgs::default()
+            }
+        )
+        .is_empty());
     }
 
     #[test]
@@ -1068,7 +1156,7 @@ mod tests {
         let e = s.apply(&nested).unwrap_err();
         assert_eq!((e.code, e.index), (Code::BadRequest, Some(1)));
         let huge = Op::Batch {
-            ops: vec![Op::Ping; MAX_BATCH_OPS + 1],
+            ops: vec![Op::Ping {}; MAX_BATCH_OPS + 1],
         };
         assert_eq!(s.apply(&huge).unwrap_err().code, Code::TooLarge);
     }
@@ -1091,7 +1179,7 @@ mod tests {
         let refs = [&batch];
         let results = s.apply_group(&refs).unwrap();
         assert_eq!(results[0].as_ref().unwrap_err().code, Code::TooLarge);
-        match s.apply(&Op::Stats).unwrap() {
+        match s.apply(&Op::Stats {}).unwrap() {
             Reply::Stats { stats } => assert_eq!(stats.issues, 0, "nothing was applied"),
             other => panic!("{other:?}"),
         }

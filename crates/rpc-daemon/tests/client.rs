@@ -558,7 +558,7 @@ fn script() -> Vec<Op> {
         kind,
     };
     vec![
-        Op::Ping,
+        Op::Ping {},
         Op::Create(CreateArgs {
             title: "a".into(),
             description: "first".into(),
@@ -638,7 +638,7 @@ fn script() -> Vec<Op> {
             limit: Some(0),
             ..ListArgs::default()
         }),
-        Op::Stats,
+        Op::Stats {},
     ]
 }
 

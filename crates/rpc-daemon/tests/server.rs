@@ -193,7 +193,7 @@ async fn handshake_accepts_the_served_database_and_refuses_the_rest() {
             (w.protocol, w.db.as_str()),
             (PROTOCOL_VERSION, d.db.as_str())
         );
-        assert!(c.call(Op::Ping).await.is_ok());
+        assert!(c.call(Op::Ping {}).await.is_ok());
 
         // Another spelling of the same absolute path is the same database.
         let dotted = dir.path().join(".").join("issues.db");
@@ -220,7 +220,7 @@ async fn handshake_accepts_the_served_database_and_refuses_the_rest() {
         assert!(c.closed().await);
 
         let mut c = Conn::open(&d.socket).await;
-        c.request(1, None, Op::Ping).await;
+        c.request(1, None, Op::Ping {}).await;
         let welcome = c.recv_as::<WelcomeFrame>().await.expect("an answer");
         let e = welcome.error.expect("refused");
         assert_eq!(e.code, Code::HandshakeRequired, "{e}");
@@ -238,7 +238,7 @@ async fn every_operation_works_end_to_end() {
         let d = Daemon::start(config(dir.path())).await;
         let mut c = d.connect().await;
 
-        assert_eq!(c.call(Op::Ping).await, Ok(Reply::Pong { pong: true }));
+        assert_eq!(c.call(Op::Ping {}).await, Ok(Reply::Pong { pong: true }));
         let a = issue(c.call(create("a")).await);
         let b = issue(
             c.call(Op::Create(CreateArgs {
@@ -317,7 +317,7 @@ async fn every_operation_works_end_to_end() {
             .await
             .unwrap_err();
         assert_eq!((failed.code, failed.index), (Code::BatchFailed, Some(1)));
-        match c.call(Op::Stats).await {
+        match c.call(Op::Stats {}).await {
             Ok(Reply::Stats { stats }) => {
                 assert_eq!((stats.issues, stats.closed, stats.deps), (4, 1, 0));
             }
@@ -346,7 +346,7 @@ async fn pipelined_requests_are_answered_with_their_ids() {
         for &id in &sent {
             let op = match id % 3 {
                 0 => create(&format!("t{id}")),
-                1 => Op::Ping,
+                1 => Op::Ping {},
                 _ => Op::List(ListArgs::default()),
             };
             c.request(id, None, op).await;
@@ -384,7 +384,7 @@ async fn bad_frames_get_bad_request_and_the_connection_survives() {
             let e = resp.into_result().unwrap_err();
             assert_eq!(e.code, Code::BadRequest, "{e}");
         }
-        assert_eq!(c.call(Op::Ping).await, Ok(Reply::Pong { pong: true }));
+        assert_eq!(c.call(Op::Ping {}).await, Ok(Reply::Pong { pong: true }));
         d.stop().await;
     })
     .await;
@@ -411,7 +411,7 @@ async fn an_oversized_length_prefix_gets_too_large_and_a_close() {
         assert!(c.closed().await);
         // The daemon goes on serving others.
         let mut c = d.connect().await;
-        assert!(c.call(Op::Ping).await.is_ok());
+        assert!(c.call(Op::Ping {}).await.is_ok());
         d.stop().await;
     })
     .await;
@@ -450,7 +450,7 @@ async fn a_second_daemon_on_the_same_database_is_refused() {
             "{e:?}"
         );
         let mut c = d.connect().await;
-        assert!(c.call(Op::Ping).await.is_ok());
+        assert!(c.call(Op::Ping {}).await.is_ok());
         d.stop().await;
     })
     .await;
@@ -468,7 +468,7 @@ async fn a_stale_socket_is_replaced_and_the_socket_is_private() {
         let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
         let mut c = d.connect().await;
-        assert!(c.call(Op::Ping).await.is_ok());
+        assert!(c.call(Op::Ping {}).await.is_ok());
         d.stop().await;
 
         // A path that is not a socket is never removed.
@@ -499,7 +499,7 @@ async fn the_connection_limit_rejects_at_once_and_others_keep_working() {
         assert!(e.message.contains("limit of 2 connections"), "{e}");
         assert!(c3.closed().await);
 
-        assert!(c1.call(Op::Ping).await.is_ok());
+        assert!(c1.call(Op::Ping {}).await.is_ok());
         assert!(c2.call(create("still here")).await.is_ok());
 
         // A slot comes back when a connection closes.
@@ -563,7 +563,7 @@ async fn shutdown_drains_in_flight_requests_and_frees_socket_and_lock() {
         // daemon has read the write's frame (frames are read in order).
         let lock = WriteLock::take(&d.db);
         c.request(10, None, create("in flight")).await;
-        c.request(11, None, Op::Stats).await;
+        c.request(11, None, Op::Stats {}).await;
         let resp = c.recv().await;
         assert_eq!(
             resp.id,
@@ -572,7 +572,7 @@ async fn shutdown_drains_in_flight_requests_and_frees_socket_and_lock() {
         );
 
         d.handle.shutdown();
-        c.request(12, None, Op::Ping).await;
+        c.request(12, None, Op::Ping {}).await;
         let resp = c.recv().await;
         assert_eq!(resp.id, Some(12));
         assert_eq!(code(resp.into_result()), Code::ShuttingDown);
@@ -626,7 +626,7 @@ async fn the_drain_timeout_bounds_a_shutdown_and_drops_unanswered_writes() {
         let mut c = d.connect().await;
         let lock = WriteLock::take(&d.db);
         c.request(1, None, create("stuck")).await;
-        c.request(2, None, Op::Ping).await;
+        c.request(2, None, Op::Ping {}).await;
         assert_eq!(c.recv().await.id, Some(2), "the write's frame was read");
         d.stop().await;
         assert!(c.closed().await, "dropped without an answer");
@@ -653,8 +653,8 @@ async fn a_write_past_its_deadline_behind_a_held_lock_is_never_applied() {
         let lock = WriteLock::take(&d.db);
         c.request(1, Some(300), create("too late")).await;
         // Reads go on while the write waits.
-        c.request(2, None, Op::Stats).await;
-        c.request(3, None, Op::Ping).await;
+        c.request(2, None, Op::Stats {}).await;
+        c.request(3, None, Op::Ping {}).await;
         let mut late = None;
         for _ in 0..3 {
             let resp = c.recv().await;

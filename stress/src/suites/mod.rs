@@ -1,6 +1,15 @@
 //! The suite registry. Adding a suite is one module here and one line in [`SUITES`].
 
 mod collector_overhead;
+mod daemon_agents;
+mod daemon_badinput;
+mod daemon_batch;
+mod daemon_crash;
+mod daemon_maxrps;
+mod daemon_mixed;
+mod daemon_overload;
+mod daemon_soak;
+mod daemon_timeouts;
 mod maxrps_sim;
 mod timer;
 mod usl_sim;
@@ -18,6 +27,15 @@ pub static SUITES: &[&dyn Suite] = &[
     &maxrps_sim::MaxRpsSim,
     &usl_sim::UslSim,
     &collector_overhead::CollectorOverhead,
+    &daemon_timeouts::DaemonTimeouts,
+    &daemon_crash::DaemonCrash,
+    &daemon_agents::DaemonAgents,
+    &daemon_maxrps::DaemonMaxRps,
+    &daemon_overload::DaemonOverload,
+    &daemon_mixed::DaemonMixed,
+    &daemon_soak::DaemonSoak,
+    &daemon_batch::DaemonBatch,
+    &daemon_badinput::DaemonBadInput,
 ];
 
 /// How big a run is.
