@@ -213,11 +213,7 @@ impl DaemonProc {
             .enable_all()
             .build()?;
         loop {
-            let cfg = ClientConfig {
-                mode: Mode::DaemonOnly,
-                timeout: Duration::from_secs(2),
-                ..ClientConfig::new(self.db.clone())
-            };
+            let cfg = daemon_config(&self.db, Duration::from_secs(2));
             let ok = rt.block_on(async {
                 match Client::connect(cfg).await {
                     Ok(mut c) => c.ping().await.is_ok(),
@@ -269,15 +265,19 @@ impl DaemonProc {
     }
 }
 
-/// A client of `db` through the daemon only (never direct mode: a suite that meant to test
-/// the daemon must not silently test the file).
-pub async fn daemon_client(db: &Path, timeout: Duration) -> Result<Client> {
-    let cfg = ClientConfig {
+/// The configuration of a daemon-only client of `db` whose calls are bounded by `timeout`.
+pub fn daemon_config(db: &Path, timeout: Duration) -> ClientConfig {
+    ClientConfig {
         mode: Mode::DaemonOnly,
         timeout,
         ..ClientConfig::new(db.to_path_buf())
-    };
-    Client::connect(cfg)
+    }
+}
+
+/// A client of `db` through the daemon only (never direct mode: a suite that meant to test
+/// the daemon must not silently test the file).
+pub async fn daemon_client(db: &Path, timeout: Duration) -> Result<Client> {
+    Client::connect(daemon_config(db, timeout))
         .await
         .with_context(|| format!("connecting to the daemon of {}", db.display()))
 }

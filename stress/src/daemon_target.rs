@@ -19,18 +19,24 @@
 //! A call the generator cancels (its timeout) drops the client it was using, so a reply that
 //! arrives later can never be read as the answer to another request; the next operation on
 //! that slot connects afresh.
+//!
+//! The same pool serves other mixes: [`DaemonTarget::with_workload`] takes any [`Workload`]
+//! and a [`PoolConfig`] (wait bound, connection replacement, what a failed call does), which
+//! is how `daemon-soak` drives its create/show/list mix.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use collector::target::{parse_params, BoxFuture, OpError, SpecError, Target};
-use rpc_daemon::client::{Client, ClientConfig, ClientError, Mode};
+use rpc_daemon::client::{Client, ClientError};
 use rpc_daemon::model::{CreateArgs, ListArgs, Op, Reply, Status, UpdateArgs};
 use tokio::sync::Mutex;
 
-use crate::daemon_harness::DaemonProc;
+use crate::daemon_harness::{daemon_config, DaemonProc};
+use crate::suites::daemon_common::splitmix64;
 
 /// The spec grammar, for error messages and help.
 pub const SPEC_HELP: &str = "daemon:op=create|mix[,db=PATH][,pool=N][,seed=N]";
@@ -178,15 +184,74 @@ struct Owned {
     _dir: tempfile::TempDir,
 }
 
+/// What a [`DaemonTarget`] does with each operation: the built-in [`DaemonOp`] workloads,
+/// or a suite's own mix (`daemon-soak`) over the same connection pool.
+pub trait Workload: Send + Sync {
+    /// The action names, in index order.
+    fn actions(&self) -> Vec<String>;
+    /// The action of operation `seq` (deterministic in `seq` and the workload's seed).
+    fn pick(&self, seq: u64) -> usize;
+    /// Operation `seq` as action `action` on `client`.
+    fn run<'a>(
+        &'a self,
+        client: &'a mut Client,
+        action: usize,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<(), ClientError>>;
+}
+
+/// How a [`DaemonTarget`]'s connection pool treats its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Connections; operation `seq` uses connection `seq % size`.
+    pub size: usize,
+    /// Client-side bound of every call and connect.
+    pub call_timeout: Duration,
+    /// Longest an operation waits for its connection before it fails as `pool_busy`;
+    /// `None`: as long as the generator lets the operation run (the wait is latency).
+    pub lock_bound: Option<Duration>,
+    /// Calls a connection carries before it is replaced by a fresh one (so accept and close
+    /// run all along); `None`: a connection is kept until a call on it is cancelled.
+    pub churn_every: Option<u64>,
+    /// Whether a call that failed other than with an error reply drops its connection (the
+    /// next call on that slot connects afresh); if not, the connection is kept.
+    pub drop_failed: bool,
+    /// The error kind a failed connect is reported as; `None`: the client error's own code.
+    pub connect_kind: Option<&'static str>,
+}
+
+impl PoolConfig {
+    /// What `stress maxrps` and `daemon-maxrps` use: `size` connections, [`CALL_TIMEOUT`],
+    /// no wait bound, no replacement, connections kept after failed calls.
+    pub fn new(size: usize) -> PoolConfig {
+        PoolConfig {
+            size,
+            call_timeout: CALL_TIMEOUT,
+            lock_bound: None,
+            churn_every: None,
+            drop_failed: false,
+            connect_kind: None,
+        }
+    }
+}
+
+/// One pooled connection.
+struct Slot {
+    /// `None` until first used, after a replacement, and after a call was cancelled or
+    /// could not connect (or failed, with [`PoolConfig::drop_failed`]).
+    client: Mutex<Option<Client>>,
+    /// Calls that took this slot.
+    calls: AtomicU64,
+}
+
 /// The daemon under load. See the module doc.
 pub struct DaemonTarget {
-    op: DaemonOp,
+    workload: Arc<dyn Workload>,
     db: PathBuf,
-    seed: u64,
-    /// `None` until first used, and after a call was cancelled or could not connect.
-    pool: Vec<Mutex<Option<Client>>>,
-    /// Issues update and show pick from (mix only).
-    ids: Vec<String>,
+    pool: PoolConfig,
+    slots: Vec<Slot>,
+    /// Connections opened (first use, replacements, reconnects).
+    connects: AtomicU64,
     describe: String,
     // Dropped after the clients: the private daemon is killed, then its dir removed.
     owned: Option<Owned>,
@@ -197,9 +262,7 @@ impl DaemonTarget {
     /// [`DaemonOp::Mix`] it first creates [`SEED_ISSUES`] issues there. Must not be called
     /// inside a tokio runtime (it runs the seeding on its own).
     pub fn new(op: DaemonOp, db: &Path, pool: usize, seed: u64) -> Result<DaemonTarget> {
-        if !(1..=MAX_POOL).contains(&pool) {
-            bail!("invalid pool {pool}: expected 1 to {MAX_POOL}");
-        }
+        check_pool(pool)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             bail!("DaemonTarget::new runs its own runtime: call it outside one");
         }
@@ -208,7 +271,7 @@ impl DaemonTarget {
             .build()
             .context("building the seeding runtime")?;
         let ids = rt.block_on(async {
-            let mut client = connect(db).await.with_context(|| {
+            let mut client = connect(db, CALL_TIMEOUT).await.with_context(|| {
                 format!(
                     "no daemon answers for {} (start one with `rpc-daemon serve --db {}`, or leave out db= for a private one)",
                     db.display(),
@@ -224,17 +287,40 @@ impl DaemonTarget {
                 DaemonOp::Mix => seed_issues(&mut client, seed).await,
             }
         })?;
+        let describe = format!(
+            "daemon:op={},pool={pool},seed={seed},db={}",
+            op.name(),
+            db.display()
+        );
+        DaemonTarget::with_workload(
+            db,
+            Arc::new(OpWorkload { op, seed, ids }),
+            PoolConfig::new(pool),
+            describe,
+        )
+    }
+
+    /// A target running `workload` against the daemon serving `db` over a pool configured
+    /// by `pool`, described as `describe`. Connects lazily, on each slot's first call.
+    pub fn with_workload(
+        db: &Path,
+        workload: Arc<dyn Workload>,
+        pool: PoolConfig,
+        describe: String,
+    ) -> Result<DaemonTarget> {
+        check_pool(pool.size)?;
         Ok(DaemonTarget {
-            op,
+            workload,
             db: db.to_path_buf(),
-            seed,
-            pool: (0..pool).map(|_| Mutex::new(None)).collect(),
-            ids,
-            describe: format!(
-                "daemon:op={},pool={pool},seed={seed},db={}",
-                op.name(),
-                db.display()
-            ),
+            pool,
+            slots: (0..pool.size)
+                .map(|_| Slot {
+                    client: Mutex::new(None),
+                    calls: AtomicU64::new(0),
+                })
+                .collect(),
+            connects: AtomicU64::new(0),
+            describe,
             owned: None,
         })
     }
@@ -266,12 +352,112 @@ impl DaemonTarget {
         Ok(t)
     }
 
+    /// Connections opened so far (first uses, replacements and reconnects).
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Operation `seq` as action `action` on its pooled connection.
+    async fn op(&self, action: usize, seq: u64) -> Result<(), OpError> {
+        let n = self.slots.len().max(1) as u64;
+        let i = (seq % n) as usize;
+        let Some(slot) = self.slots.get(i) else {
+            return Err(OpError::new("error", "empty connection pool"));
+        };
+        let mut guard = match self.pool.lock_bound {
+            None => slot.client.lock().await,
+            Some(bound) => tokio::time::timeout(bound, slot.client.lock())
+                .await
+                .map_err(|_| {
+                    OpError::new(
+                        "pool_busy",
+                        format!("connection {i} stayed busy for {bound:?}"),
+                    )
+                })?,
+        };
+        let calls = slot.calls.fetch_add(1, Ordering::Relaxed);
+        let replace = self
+            .pool
+            .churn_every
+            .is_some_and(|every| every > 0 && calls > 0 && calls % every == 0);
+        // Taken out for the call: if the generator cancels it, the client is dropped with
+        // it (a late reply can never answer another request) and the slot reconnects next
+        // time.
+        let mut client = match guard.take() {
+            Some(c) if !replace => c,
+            old => {
+                drop(old);
+                self.connects.fetch_add(1, Ordering::Relaxed);
+                connect(&self.db, self.pool.call_timeout)
+                    .await
+                    .map_err(|e| match self.pool.connect_kind {
+                        Some(kind) => OpError::new(
+                            kind,
+                            format!(
+                                "connecting to the daemon of {}: {}",
+                                self.db.display(),
+                                e.message()
+                            ),
+                        ),
+                        None => op_error(e),
+                    })?
+            }
+        };
+        let r = self.workload.run(&mut client, action, seq).await;
+        // An error reply leaves the connection usable.
+        let keep =
+            !self.pool.drop_failed || r.as_ref().err().is_none_or(|e| e.api_code().is_some());
+        if keep {
+            *guard = Some(client);
+        }
+        r.map_err(op_error)
+    }
+}
+
+fn check_pool(pool: usize) -> Result<()> {
+    if !(1..=MAX_POOL).contains(&pool) {
+        bail!("invalid pool {pool}: expected 1 to {MAX_POOL}");
+    }
+    Ok(())
+}
+
+impl Target for DaemonTarget {
+    fn actions(&self) -> Vec<String> {
+        self.workload.actions()
+    }
+
+    fn pick(&self, seq: u64) -> usize {
+        self.workload.pick(seq)
+    }
+
+    fn call(&self, action: usize, seq: u64) -> BoxFuture<'_, Result<(), OpError>> {
+        Box::pin(self.op(action, seq))
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}
+
+/// The built-in workloads: [`DaemonOp::Create`] and the [`MIX`].
+struct OpWorkload {
+    op: DaemonOp,
+    seed: u64,
+    /// Issues update and show pick from (mix only).
+    ids: Vec<String>,
+}
+
+impl OpWorkload {
     fn hash(&self, seq: u64) -> u64 {
         splitmix64(self.seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
-    /// Operation `seq` as action `action` on `client`.
-    async fn run(&self, client: &mut Client, action: usize, seq: u64) -> Result<(), ClientError> {
+    async fn run_op(
+        &self,
+        client: &mut Client,
+        action: usize,
+        seq: u64,
+    ) -> Result<(), ClientError> {
         let h = self.hash(seq);
         let name = match self.op {
             DaemonOp::Create => "create",
@@ -329,7 +515,7 @@ impl DaemonTarget {
     }
 }
 
-impl Target for DaemonTarget {
+impl Workload for OpWorkload {
     fn actions(&self) -> Vec<String> {
         match self.op {
             DaemonOp::Create => vec!["create".into()],
@@ -343,40 +529,35 @@ impl Target for DaemonTarget {
             DaemonOp::Mix => {
                 // A different stream than the fields' hash, so the action and its fields
                 // are independent.
-                let mut r = splitmix64(self.hash(seq) ^ 0x5851_f42d_4c95_7f2d) % 100;
-                for (i, (_, w)) in MIX.iter().enumerate() {
-                    if r < *w {
-                        return i;
-                    }
-                    r -= w;
-                }
-                0
+                weighted_index(
+                    &MIX,
+                    splitmix64(self.hash(seq) ^ 0x5851_f42d_4c95_7f2d) % 100,
+                )
             }
         }
     }
 
-    fn call(&self, action: usize, seq: u64) -> BoxFuture<'_, Result<(), OpError>> {
-        Box::pin(async move {
-            let n = self.pool.len().max(1) as u64;
-            let Some(slot) = self.pool.get((seq % n) as usize) else {
-                return Err(OpError::new("error", "empty connection pool"));
-            };
-            let mut slot = slot.lock().await;
-            // Taken out for the call: if the generator cancels it, the client is dropped
-            // with it and the slot reconnects next time.
-            let mut client = match slot.take() {
-                Some(c) => c,
-                None => connect(&self.db).await.map_err(op_error)?,
-            };
-            let r = self.run(&mut client, action, seq).await;
-            *slot = Some(client);
-            r.map_err(op_error)
-        })
+    fn run<'a>(
+        &'a self,
+        client: &'a mut Client,
+        action: usize,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(self.run_op(client, action, seq))
     }
+}
 
-    fn describe(&self) -> String {
-        self.describe.clone()
+/// The index of the action `roll` (in `0..100`) falls on in `mix`, whose weights are
+/// percentages adding up to 100; 0 past the end.
+pub fn weighted_index(mix: &[(&str, u64)], roll: u64) -> usize {
+    let mut r = roll;
+    for (i, (_, w)) in mix.iter().enumerate() {
+        if r < *w {
+            return i;
+        }
+        r -= w;
     }
+    0
 }
 
 fn op_error(e: ClientError) -> OpError {
@@ -385,13 +566,8 @@ fn op_error(e: ClientError) -> OpError {
 
 /// A daemon-only client of `db` (never direct mode: a run against the file would not be a
 /// run against the daemon).
-async fn connect(db: &Path) -> Result<Client, ClientError> {
-    Client::connect(ClientConfig {
-        mode: Mode::DaemonOnly,
-        timeout: CALL_TIMEOUT,
-        ..ClientConfig::new(db.to_path_buf())
-    })
-    .await
+async fn connect(db: &Path, timeout: Duration) -> Result<Client, ClientError> {
+    Client::connect(daemon_config(db, timeout)).await
 }
 
 /// Creates [`SEED_ISSUES`] issues in one batch; returns their ids.
@@ -405,10 +581,15 @@ async fn seed_issues(client: &mut Client, seed: u64) -> Result<Vec<String>> {
             })
         })
         .collect();
-    let replies = client
-        .batch(ops)
-        .await
-        .context("creating the mix's seed issues")?;
+    create_batch(client, ops, "creating the mix's seed issues").await
+}
+
+/// Sends the creates `ops` in one batch and returns the ids of the issues they made, in
+/// order; `what` names the batch in an error, which it is too when the batch answers fewer
+/// issues than it was sent.
+pub async fn create_batch(client: &mut Client, ops: Vec<Op>, what: &str) -> Result<Vec<String>> {
+    let sent = ops.len();
+    let replies = client.batch(ops).await.context(what.to_string())?;
     let ids: Vec<String> = replies
         .into_iter()
         .filter_map(|r| match r {
@@ -416,21 +597,13 @@ async fn seed_issues(client: &mut Client, seed: u64) -> Result<Vec<String>> {
             _ => None,
         })
         .collect();
-    if ids.len() != SEED_ISSUES {
+    if ids.len() != sent {
         bail!(
-            "the seed batch returned {} issues, expected {SEED_ISSUES}",
+            "{what}: the batch answered {} issues, expected {sent}",
             ids.len()
         );
     }
     Ok(ids)
-}
-
-/// SplitMix64: a cheap, well-mixed hash of a sequence number.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -484,14 +657,10 @@ mod tests {
 
     #[test]
     fn the_mix_is_deterministic_and_near_its_weights() {
-        let t = DaemonTarget {
+        let t = OpWorkload {
             op: DaemonOp::Mix,
-            db: "/nonexistent/i.db".into(),
             seed: 7,
-            pool: Vec::new(),
             ids: vec!["hl-1".into()],
-            describe: String::new(),
-            owned: None,
         };
         assert_eq!(MIX.iter().map(|(_, w)| w).sum::<u64>(), 100);
         let mut counts = [0u64; MIX.len()];

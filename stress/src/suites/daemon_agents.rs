@@ -17,28 +17,25 @@
 //! Reported: creates/s over all processes and per process, per-create latency (measured in
 //! the agents), the create rate over time (the daemon's `stats` polled), the daemon's CPU,
 //! and how much group commit grouped (the daemon's own counters, printed when it stops).
-//!
-//! The module also holds what the other `daemon-*` suites share: a seeded generator, the
-//! daemon's counters from its log, and a complete dump of the database file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use collector::resources::{series, Sampler};
 use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
 use hdrhistogram::Histogram;
-use rpc_daemon::client::ClientError;
-use rpc_daemon::error::Code;
-use rpc_daemon::model::{Dep, Issue, Op, Reply, Stats};
-use rpc_daemon::server::ServerStats;
 
+use super::daemon_common::{
+    dump_file, hist_cells, id_num, log_tail, max_ms, new_hist, new_result, q_ms, report_grouping,
+    seed_token, start_daemon, stop_for_counters, Rng,
+};
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::{daemon_client, direct_client, AgentReport, ChildGuard, DaemonProc};
+use crate::daemon_harness::{daemon_client, AgentReport, ChildGuard};
 
 /// The suite.
 pub struct DaemonAgents;
@@ -84,231 +81,6 @@ fn settings(profile: Profile) -> Settings {
 /// How long the agents may take before they are killed and the run FAILs.
 fn agents_bound(s: &Settings) -> Duration {
     Duration::from_secs(60 + s.expected_s * 10)
-}
-
-// ---------------------------------------------------------------------------------------
-// Shared by the daemon suites
-
-/// A small seeded generator (SplitMix64): every workload choice of the daemon suites.
-pub(super) struct Rng(u64);
-
-pub(super) fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-impl Rng {
-    /// The generator of `stream` under `seed`: independent streams for agents, batches.
-    pub(super) fn new(seed: u64, stream: u64) -> Rng {
-        Rng(splitmix64(seed ^ splitmix64(stream.wrapping_add(0x5EED))))
-    }
-
-    pub(super) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        splitmix64(self.0)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// Uniform index into a slice of length `n` (0 when empty).
-    pub(super) fn index(&mut self, n: usize) -> usize {
-        self.below(n as u64) as usize
-    }
-
-    /// True with probability `p`.
-    pub(super) fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
-
-/// A token derived from the seed that every title of a run carries.
-pub(super) fn seed_token(seed: u64) -> String {
-    format!("{:08x}", splitmix64(seed) as u32)
-}
-
-/// The daemon's own counters: the last line of its log that parses as [`ServerStats`]
-/// (`stress __daemon` prints them when it stops cleanly).
-pub(super) fn server_stats_from_log(log: &Path) -> Option<ServerStats> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<ServerStats>(l.trim()).ok())
-}
-
-/// The number of an id `hl-N`.
-pub(super) fn id_num(id: &str) -> Option<u64> {
-    id.strip_prefix("hl-")?.parse().ok()
-}
-
-/// Everything in the database file, read through a direct-mode client.
-pub(super) struct FileDump {
-    /// `stats` of the file.
-    pub stats: Stats,
-    /// Every issue found, by id number.
-    pub issues: BTreeMap<u64, Issue>,
-    /// Every dependency edge found.
-    pub deps: BTreeSet<Dep>,
-    /// Id numbers in `1..=max(stats.issues, hint)` with no issue.
-    pub missing: Vec<u64>,
-}
-
-const SHOWS_PER_BATCH: u64 = 1_000;
-
-/// Opens `db` directly (the daemon must be stopped) and reads every issue `hl-1..` up to
-/// `max(stats.issues, hint)` plus a margin, with their dependency edges, by batches of
-/// `show`s; an id with no issue is recorded as missing.
-pub(super) async fn dump_file(db: &Path, hint: u64) -> Result<FileDump> {
-    let mut c = direct_client(db).await?;
-    let stats = c
-        .stats()
-        .await
-        .map_err(|e| anyhow::anyhow!("stats of {}: {e}", db.display()))?;
-    let top = hint.max(stats.issues);
-    let upto = top + 16;
-    let mut dump = FileDump {
-        stats,
-        issues: BTreeMap::new(),
-        deps: BTreeSet::new(),
-        missing: Vec::new(),
-    };
-    let mut n = 1u64;
-    let mut rounds = 0u64;
-    while n <= upto {
-        rounds += 1;
-        if rounds > 2 * upto + 10 {
-            bail!("reading the file made no progress at hl-{n}");
-        }
-        let end = (n + SHOWS_PER_BATCH).min(upto + 1);
-        match show_range(&mut c, n, end, &mut dump).await {
-            Ok(()) => n = end,
-            Err(ClientError::Api(e)) if e.code == Code::BatchFailed => {
-                let Some(i) = e.index else {
-                    bail!("a batch of shows failed without an index: {e}");
-                };
-                let bad = n + i as u64;
-                if bad <= top {
-                    dump.missing.push(bad);
-                }
-                if bad > n {
-                    show_range(&mut c, n, bad, &mut dump)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("reading hl-{n}..hl-{bad}: {e}"))?;
-                }
-                n = bad + 1;
-            }
-            Err(e) => bail!("reading hl-{n}..hl-{end}: {e}"),
-        }
-    }
-    Ok(dump)
-}
-
-async fn show_range(
-    c: &mut rpc_daemon::client::Client,
-    from: u64,
-    to: u64,
-    dump: &mut FileDump,
-) -> Result<(), ClientError> {
-    let ops = (from..to)
-        .map(|k| Op::Show {
-            id: format!("hl-{k}"),
-        })
-        .collect();
-    for reply in c.batch(ops).await? {
-        match reply {
-            Reply::Detail { issue, deps } => {
-                dump.deps.extend(deps);
-                if let Some(k) = id_num(&issue.id) {
-                    dump.issues.insert(k, issue);
-                }
-            }
-            other => return Err(ClientError::Protocol(format!("a show answered {other:?}"))),
-        }
-    }
-    Ok(())
-}
-
-/// A latency histogram in µs (3 significant digits, resizing).
-pub(super) fn new_hist() -> Histogram<u64> {
-    match Histogram::<u64>::new(3) {
-        Ok(h) => h,
-        // `new` fails only for more than 5 significant digits: a constant here.
-        Err(e) => unreachable!("3 significant digits are valid: {e}"),
-    }
-}
-
-/// Records `us` (clamped into the histogram's range).
-pub(super) fn record_us(h: &mut Histogram<u64>, us: u64) {
-    let _ = h.record(us.clamp(1, 3_600_000_000));
-}
-
-/// The `q` quantile in ms (0 for an empty histogram).
-pub(super) fn q_ms(h: &Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() {
-        0.0
-    } else {
-        h.value_at_quantile(q) as f64 / 1000.0
-    }
-}
-
-/// The maximum in ms (0 for an empty histogram).
-pub(super) fn max_ms(h: &Histogram<u64>) -> f64 {
-    if h.is_empty() {
-        0.0
-    } else {
-        h.max() as f64 / 1000.0
-    }
-}
-
-/// Group commit as the daemon counted it: a finding and metrics.
-pub(super) fn report_grouping(
-    r: &mut SuiteResult,
-    stats: Option<ServerStats>,
-    clean_stop: bool,
-    log: &Path,
-) {
-    match stats {
-        Some(s) => {
-            let per_group = if s.groups > 0 {
-                s.grouped_writes as f64 / s.groups as f64
-            } else {
-                0.0
-            };
-            r.metrics
-                .push(Metric::new("daemon_groups", s.groups as f64, ""));
-            r.metrics
-                .push(Metric::new("daemon_grouped_writes", s.grouped_writes as f64, ""));
-            r.metrics
-                .push(Metric::new("writes_per_group", per_group, "").higher_is_better());
-            r.metrics
-                .push(Metric::new("daemon_requests", s.requests as f64, ""));
-            r.metrics
-                .push(Metric::new("daemon_connections", s.connections as f64, ""));
-            r.findings.push(format!(
-                "group commit: the daemon committed {} writes in {} transactions ({per_group:.2} writes per commit) over {} requests on {} connections; {} connections refused, {} requests past their deadline",
-                s.grouped_writes, s.groups, s.requests, s.connections, s.rejected_connections, s.deadline_exceeded
-            ));
-        }
-        None => r.findings.push(format!(
-            "the daemon's counters are unavailable (clean stop: {clean_stop}; nothing parsable in {})",
-            log.display()
-        )),
-    }
-}
-
-/// The last lines of a log, for a failure reason.
-pub(super) fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join(" | ")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -379,17 +151,11 @@ impl Suite for DaemonAgents {
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let s = settings(ctx.profile);
         let agents = s.procs * s.tasks;
-        let mut r = SuiteResult::new(
-            self.name(),
-            ctx.profile.to_string(),
-            self.plan(ctx.profile).scale,
-            ctx.seed,
-        );
+        let mut r = new_result(self, ctx);
         let mut failures = Vec::new();
         let mut doubts = Vec::new();
         let token = seed_token(ctx.seed);
-        let db = ctx.work_dir.join("issues.db");
-        let mut daemon = DaemonProc::start(&db, &[])?;
+        let (db, mut daemon) = start_daemon(ctx, "issues.db", &[])?;
         let daemon_pid = daemon.pid();
         println!(
             "daemon pid {daemon_pid}; {agents} agents in {} processes x {} creates",
@@ -474,9 +240,8 @@ impl Suite for DaemonAgents {
             let mut c = daemon_client(&db, Duration::from_secs(30)).await?;
             c.stats().await.map_err(|e| anyhow::anyhow!("stats: {e}"))
         });
-        let clean_stop = daemon.stop(Duration::from_secs(20));
+        let (clean_stop, server_stats) = stop_for_counters(&mut daemon);
         let samples = sampler.map(Sampler::stop).unwrap_or_default();
-        let server_stats = server_stats_from_log(&daemon.log);
         drop(daemon);
 
         // What the agents say.
@@ -526,6 +291,7 @@ impl Suite for DaemonAgents {
                 }
                 _ => (0.0, 0.0),
             };
+            let [p50, p99, max] = hist_cells(&h);
             per_proc.push_row([
                 p.to_string(),
                 o.pid.to_string(),
@@ -535,9 +301,9 @@ impl Suite for DaemonAgents {
                 rep.errors.values().sum::<u64>().to_string(),
                 format!("{secs:.3}"),
                 format!("{rate:.0}"),
-                format!("{:.2}", q_ms(&h, 0.5)),
-                format!("{:.2}", q_ms(&h, 0.99)),
-                format!("{:.2}", max_ms(&h)),
+                p50,
+                p99,
+                max,
             ]);
             r.metrics
                 .push(Metric::new(format!("proc{p}_creates_per_s"), rate, "ops/s"));
@@ -896,40 +662,5 @@ impl Suite for DaemonAgents {
         );
         r.verdict = Verdict::from_checks(failures, doubts);
         Ok(r)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rng_is_seeded_and_bounded() {
-        let mut a = Rng::new(7, 1);
-        let mut b = Rng::new(7, 1);
-        let mut c = Rng::new(7, 2);
-        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
-        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
-        let zs: Vec<u64> = (0..8).map(|_| c.next_u64()).collect();
-        assert_eq!(xs, ys);
-        assert_ne!(xs, zs);
-        assert!((0..1000).all(|_| a.below(7) < 7));
-        assert_eq!(a.below(0), 0);
-    }
-
-    #[test]
-    fn server_stats_are_read_from_the_last_json_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("d.log");
-        std::fs::write(
-            &log,
-            "serving x on y\n{\"connections\":1,\"requests\":2,\"groups\":3,\"grouped_writes\":4,\"rejected_connections\":0,\"deadline_exceeded\":0}\nserving x on y\n{\"connections\":5,\"requests\":6,\"groups\":7,\"grouped_writes\":8,\"rejected_connections\":0,\"deadline_exceeded\":0}\n",
-        )
-        .unwrap();
-        let s = server_stats_from_log(&log).unwrap();
-        assert_eq!((s.groups, s.grouped_writes), (7, 8));
-        assert!(server_stats_from_log(&dir.path().join("none")).is_none());
-        assert_eq!(id_num("hl-42"), Some(42));
-        assert_eq!(id_num("x-1"), None);
     }
 }

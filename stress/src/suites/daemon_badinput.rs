@@ -43,13 +43,15 @@ use rpc_daemon::proto::{
     read_frame, write_frame, FrameError, Hello, HelloFrame, Request, Response, WelcomeFrame,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-use rpc_daemon::server::ServerStats;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
+use super::daemon_common::{
+    counters_missing, new_result, note_unclean_stop, server_stats_in, start_daemon, STOP_BOUND,
+};
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::{daemon_client, DaemonProc};
+use crate::daemon_harness::daemon_client;
 
 /// The suite.
 pub struct DaemonBadInput;
@@ -1215,16 +1217,10 @@ impl Suite for DaemonBadInput {
     }
 
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
-        let mut r = SuiteResult::new(
-            self.name(),
-            ctx.profile.to_string(),
-            self.plan(ctx.profile).scale,
-            ctx.seed,
-        );
-        let db = ctx.work_dir.join("issues.db");
+        let mut r = new_result(self, ctx);
         std::fs::create_dir_all(ctx.work_dir.join("sub")).context("creating sub/")?;
         let idle = IDLE_MS.to_string();
-        let mut daemon = DaemonProc::start(&db, &["--idle-timeout-ms", &idle])?;
+        let (db, mut daemon) = start_daemon(ctx, "issues.db", &["--idle-timeout-ms", &idle])?;
         println!("daemon pid {} · idle timeout {IDLE_MS} ms", daemon.pid());
         let canonical = rpc_daemon::store::canonical_db_path(&db).map_err(|e| anyhow!("{e}"))?;
         let canonical_s = canonical.to_string_lossy().into_owned();
@@ -1291,10 +1287,10 @@ impl Suite for DaemonBadInput {
         drop(rt);
         let pid = daemon.pid();
         let alive = process_alive(pid);
-        let clean_stop = daemon.stop(Duration::from_secs(20));
+        let clean_stop = daemon.stop(STOP_BOUND);
         let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
         let panicked = log.lines().filter(|l| l.contains("panicked")).count();
-        let server_stats = last_stats(&log);
+        let server_stats = server_stats_in(&log);
 
         let mut failures = Vec::new();
         let doubts: Vec<String> = Vec::new();
@@ -1422,15 +1418,9 @@ impl Suite for DaemonBadInput {
             Some(st) => r
                 .metrics
                 .push(Metric::new("daemon_requests", st.requests as f64, "")),
-            None => r.findings.push(format!(
-                "the daemon's counters were not found in its log {} (graceful stop: {clean_stop})",
-                daemon.log.display()
-            )),
+            None => r.findings.push(counters_missing(&daemon.log, clean_stop)),
         }
-        if !clean_stop {
-            r.findings
-                .push("the daemon did not exit cleanly on SIGTERM within 20 s".into());
-        }
+        note_unclean_stop(&mut r, clean_stop);
         if rows
             .iter()
             .any(|(name, _, _, pass)| *pass && name.starts_with("10,000 nested objects"))
@@ -1494,13 +1484,6 @@ fn process_alive(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
-}
-
-/// The last `ServerStats` line the daemon printed (at a graceful stop).
-fn last_stats(log: &str) -> Option<ServerStats> {
-    log.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<ServerStats>(l.trim()).ok())
 }
 
 #[cfg(test)]

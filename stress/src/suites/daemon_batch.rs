@@ -31,13 +31,13 @@ use rpc_daemon::client::{Client, ClientError};
 use rpc_daemon::error::Code;
 use rpc_daemon::model::{CreateArgs, Dep, DepKind, ListArgs, Op, Reply, Status, UpdateArgs};
 
-use super::daemon_agents::{
-    dump_file, log_tail, max_ms, new_hist, q_ms, record_us, report_grouping, seed_token,
-    server_stats_from_log, Rng,
+use super::daemon_common::{
+    daemon_stats, dump_file, first_joined, hist_cells, new_hist, new_result, q_ms, record_us,
+    report_grouping, seed_token, start_daemon, stop_for_counters, unclean_stop, Rng,
 };
 use super::daemon_mixed::{stats_table, MIssue, Model};
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::{daemon_client, DaemonProc};
+use crate::daemon_harness::daemon_client;
 
 /// The suite.
 pub struct DaemonBatch;
@@ -611,17 +611,11 @@ impl Suite for DaemonBatch {
 
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let s = settings(ctx.profile);
-        let mut r = SuiteResult::new(
-            self.name(),
-            ctx.profile.to_string(),
-            self.plan(ctx.profile).scale,
-            ctx.seed,
-        );
+        let mut r = new_result(self, ctx);
         let mut failures = Vec::new();
         let mut doubts = Vec::new();
         let token = seed_token(ctx.seed);
-        let db = ctx.work_dir.join("issues.db");
-        let mut daemon = DaemonProc::start(&db, &[])?;
+        let (db, mut daemon) = start_daemon(ctx, "issues.db", &[])?;
         let log = daemon.log.clone();
         println!(
             "daemon pid {}; {} batches from {} clients",
@@ -665,15 +659,11 @@ impl Suite for DaemonBatch {
                     Err(_) => anyhow::bail!("a client ran past {bound:?}"),
                 }
             }
-            let via_daemon = match daemon_client(&db, CALL_TIMEOUT).await {
-                Ok(mut c) => c.stats().await.ok(),
-                Err(_) => None,
-            };
+            let via_daemon = daemon_stats(&db, CALL_TIMEOUT).await;
             anyhow::Ok((model, tally, via_daemon))
         })?;
         let run_s = started.elapsed().as_secs_f64();
-        let clean_stop = daemon.stop(Duration::from_secs(20));
-        let server_stats = server_stats_from_log(&log);
+        let (clean_stop, server_stats) = stop_for_counters(&mut daemon);
         drop(daemon);
         let max_id = model.issues.keys().next_back().copied().unwrap_or(0);
         let dump = rt.block_on(dump_file(&db, max_id))?;
@@ -698,30 +688,20 @@ impl Suite for DaemonBatch {
                 tally.wrong_answers,
                 tally.traces,
                 tally.unexpected_errors.values().sum::<u64>(),
-                tally.problems.iter().take(4).cloned().collect::<Vec<_>>().join(" | ")
+                first_joined(&tally.problems, 4)
             ));
         }
         if !file_traces.is_empty() {
             failures.push(format!(
                 "{} issues in the file carry marks of failed batches, e.g. {}",
                 file_traces.len(),
-                file_traces
-                    .iter()
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                first_joined(&file_traces, 3)
             ));
         }
         if mismatches > 0 {
             failures.push(format!(
                 "the file differs from the successful batches in {mismatches} ways, first: {}",
-                mism_msgs
-                    .iter()
-                    .take(4)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                first_joined(&mism_msgs, 4)
             ));
         }
         let want = model.stats();
@@ -733,10 +713,7 @@ impl Suite for DaemonBatch {
             None => failures.push("stats through the daemon after the run failed".into()),
         }
         if !clean_stop {
-            failures.push(format!(
-                "the daemon did not stop cleanly within 20 s: {}",
-                log_tail(&log, 5)
-            ));
+            failures.push(unclean_stop(&log));
         }
         let injected: u64 = tally.faults.values().map(|(a, _)| a).sum();
         if tally.ok == 0 || injected == 0 {
@@ -820,13 +797,8 @@ impl Suite for DaemonBatch {
             ("batch failed as injected", &failed_h),
             ("list looking for a failed batch's marks", &check_h),
         ] {
-            lt.push_row([
-                name.to_string(),
-                h.len().to_string(),
-                format!("{:.2}", q_ms(h, 0.5)),
-                format!("{:.2}", q_ms(h, 0.99)),
-                format!("{:.2}", max_ms(h)),
-            ]);
+            let [p50, p99, max] = hist_cells(h);
+            lt.push_row([name.to_string(), h.len().to_string(), p50, p99, max]);
         }
         r.tables.push(lt);
         r.tables.push(stats_table(

@@ -35,8 +35,9 @@ use rpc_daemon::client::{Client, ClientError};
 use rpc_daemon::error::Code;
 use rpc_daemon::model::{CreateArgs, ListArgs, Op, Reply};
 
+use super::daemon_common::{id_num, new_result, splitmix64, start_daemon, Rng};
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::{daemon_client, direct_client, DaemonProc};
+use crate::daemon_harness::{daemon_client, direct_client};
 
 /// The suite.
 pub struct DaemonCrash;
@@ -96,32 +97,6 @@ fn settings(profile: Profile) -> Settings {
             batch_k: (2, 8),
         },
     }
-}
-
-/// splitmix64: a tiny deterministic generator, enough for seeded choices.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, stream: u64) -> Rng {
-        Rng(mix(seed ^ mix(stream)))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi.saturating_sub(lo) + 1)
-    }
-}
-
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// One batch an agent sent.
@@ -199,7 +174,7 @@ async fn reconnect(spec: &AgentSpec, log: &mut AgentLog) -> Option<Client> {
 /// One agent: creates (one by one, or in batches when `batch_k` is set) until stopped.
 async fn agent(spec: AgentSpec) -> AgentLog {
     let mut log = AgentLog::default();
-    let mut rng = Rng::new(spec.seed, 0xBA7C);
+    let mut rng = Rng::unsalted(spec.seed, 0xBA7C);
     let mut client: Option<Client> = None;
     let mut n = 0u64;
     let period = Duration::from_secs_f64(
@@ -330,10 +305,6 @@ struct Present {
     read_s: f64,
 }
 
-fn id_number(id: &str) -> Option<u64> {
-    id.strip_prefix("hl-")?.parse().ok()
-}
-
 /// Reads every issue of `db` in direct mode (the daemon must be down): `show` of every id
 /// from `hl-1` to the highest, which `list` returns first. `max_scan` bounds the scan.
 async fn read_all(db: &Path, max_scan: u64) -> Result<Present> {
@@ -352,7 +323,7 @@ async fn read_all(db: &Path, max_scan: u64) -> Result<Present> {
         .context("listing the newest issue")?;
     if let Some(issue) = newest.first() {
         p.max_n =
-            id_number(&issue.id).with_context(|| format!("issue id {:?} is not hl-N", issue.id))?;
+            id_num(&issue.id).with_context(|| format!("issue id {:?} is not hl-N", issue.id))?;
     }
     if p.max_n > max_scan {
         bail!(
@@ -434,13 +405,12 @@ impl Suite for DaemonCrash {
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let s = settings(ctx.profile);
         let plan = self.plan(ctx.profile);
-        let mut r = SuiteResult::new(self.name(), ctx.profile.to_string(), plan.scale, ctx.seed);
+        let mut r = new_result(self, ctx);
         let mut failures: Vec<String> = Vec::new();
         let mut doubts: Vec<String> = Vec::new();
-        let mut rng = Rng::new(ctx.seed, 0xC2A5);
+        let mut rng = Rng::unsalted(ctx.seed, 0xC2A5);
 
-        let db = ctx.work_dir.join("crash.db");
-        let mut daemon = DaemonProc::start(&db, &[])?;
+        let (db, mut daemon) = start_daemon(ctx, "crash.db", &[])?;
         let rt = crate::suites::runtime()?;
         let stop = Arc::new(AtomicBool::new(false));
         let burst = Arc::new(AtomicBool::new(false));
@@ -458,7 +428,7 @@ impl Suite for DaemonCrash {
                     format!("{tag}-c{a}")
                 },
                 batch_k: batching.then_some(s.batch_k),
-                seed: mix(ctx.seed ^ a as u64),
+                seed: splitmix64(ctx.seed ^ a as u64),
                 stop: stop.clone(),
                 burst: burst.clone(),
                 origin,

@@ -37,12 +37,13 @@ use rpc_daemon::model::{
     CreateArgs, Dep, DepKind, Issue, ListArgs, Op, Reply, Stats, Status, UpdateArgs,
 };
 
-use super::daemon_agents::{
-    dump_file, id_num, log_tail, max_ms, new_hist, q_ms, record_us, report_grouping, seed_token,
-    server_stats_from_log, FileDump, Rng,
+use super::daemon_common::{
+    daemon_stats, dump_file, first_joined, hist_cells, id_num, new_hist, new_result, q_ms,
+    record_us, report_grouping, seed_token, start_daemon, stop_for_counters, unclean_stop,
+    FileDump, Rng,
 };
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::{daemon_client, DaemonProc};
+use crate::daemon_harness::daemon_client;
 
 /// The suite.
 pub struct DaemonMixed;
@@ -1178,17 +1179,11 @@ impl Suite for DaemonMixed {
 
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let s = settings(ctx.profile);
-        let mut r = SuiteResult::new(
-            self.name(),
-            ctx.profile.to_string(),
-            self.plan(ctx.profile).scale,
-            ctx.seed,
-        );
+        let mut r = new_result(self, ctx);
         let mut failures = Vec::new();
         let mut doubts = Vec::new();
         let token = seed_token(ctx.seed);
-        let db = ctx.work_dir.join("issues.db");
-        let mut daemon = DaemonProc::start(&db, &[])?;
+        let (db, mut daemon) = start_daemon(ctx, "issues.db", &[])?;
         let log = daemon.log.clone();
         println!(
             "daemon pid {}; {} writers + {} readers for {:?}",
@@ -1253,15 +1248,11 @@ impl Suite for DaemonMixed {
                     Err(_) => anyhow::bail!("a reader ran past {join_bound:?}"),
                 }
             }
-            let via_daemon = match daemon_client(&db, CALL_TIMEOUT).await {
-                Ok(mut c) => c.stats().await.ok(),
-                Err(_) => None,
-            };
+            let via_daemon = daemon_stats(&db, CALL_TIMEOUT).await;
             anyhow::Ok((model, tally, via_daemon))
         })?;
         let run_s = started.elapsed().as_secs_f64();
-        let clean_stop = daemon.stop(Duration::from_secs(20));
-        let server_stats = server_stats_from_log(&log);
+        let (clean_stop, server_stats) = stop_for_counters(&mut daemon);
         drop(daemon);
         let max_id = models.issues.keys().next_back().copied().unwrap_or(0);
         let dump = rt.block_on(dump_file(&db, max_id))?;
@@ -1277,12 +1268,7 @@ impl Suite for DaemonMixed {
             failures.push(format!(
                 "{violations} violations during the run (half-applied batches seen: {}), first: {}",
                 tally.seen_partial + tally.show_partial,
-                messages
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                first_joined(&messages, 5)
             ));
         }
         let want = models.stats();
@@ -1297,19 +1283,11 @@ impl Suite for DaemonMixed {
         if mismatches > 0 {
             failures.push(format!(
                 "the file differs from the acknowledged writes in {mismatches} ways, first: {}",
-                mism_msgs
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                first_joined(&mism_msgs, 5)
             ));
         }
         if !clean_stop {
-            failures.push(format!(
-                "the daemon did not stop cleanly within 20 s: {}",
-                log_tail(&log, 5)
-            ));
+            failures.push(unclean_stop(&log));
         }
         let observations = tally.seen_zero + tally.seen_all + tally.seen_partial;
         if tally.batches == 0 || observations == 0 {
@@ -1356,13 +1334,14 @@ impl Suite for DaemonMixed {
                 }
             }
             let cell = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+            let [p50, p99, max] = hist_cells(h);
             table.push_row([
                 op.to_string(),
                 h.len().to_string(),
                 errors_by_op.get(*op).copied().unwrap_or(0).to_string(),
-                format!("{:.2}", q_ms(h, 0.5)),
-                format!("{:.2}", q_ms(h, 0.99)),
-                format!("{:.2}", max_ms(h)),
+                p50,
+                p99,
+                max,
                 cell(early),
                 cell(late),
             ]);

@@ -31,10 +31,13 @@ use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
 use rpc_daemon::client::{Client, ClientConfig, ClientError, Mode};
 use rpc_daemon::error::Code;
 use rpc_daemon::model::CreateArgs;
-use rpc_daemon::server::ServerStats;
 
+use super::daemon_common::{
+    counters_missing, ms, new_result, note_unclean_stop, p50_p99_max, quantile, quantile_cells,
+    slowest_per_window, start_daemon, stop_for_counters,
+};
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::DaemonProc;
+use crate::daemon_harness::daemon_config;
 
 /// The suite.
 pub struct DaemonOverload;
@@ -89,21 +92,6 @@ fn settings(profile: Profile) -> Settings {
     }
 }
 
-/// The `q` quantile (0..=1) of `v` by the nearest-rank method; 0 for an empty slice.
-fn quantile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
-    s[rank - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 /// How a connection attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Attempt {
@@ -136,11 +124,7 @@ impl Attempt {
 }
 
 fn config(db: &Path) -> ClientConfig {
-    ClientConfig {
-        mode: Mode::DaemonOnly,
-        timeout: CLIENT_TIMEOUT,
-        ..ClientConfig::new(db.to_path_buf())
-    }
+    daemon_config(db, CLIENT_TIMEOUT)
 }
 
 /// One connection attempt in [`Mode::Auto`] (so that a wrong fallback to the file would
@@ -238,21 +222,14 @@ impl Suite for DaemonOverload {
 
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let s = settings(ctx.profile);
-        let mut r = SuiteResult::new(
-            self.name(),
-            ctx.profile.to_string(),
-            self.plan(ctx.profile).scale,
-            ctx.seed,
-        );
-        let db = ctx.work_dir.join("issues.db");
+        let mut r = new_result(self, ctx);
         let limit = LIMIT.to_string();
-        let mut daemon = DaemonProc::start(&db, &["--max-connections", &limit])?;
+        let (db, mut daemon) = start_daemon(ctx, "issues.db", &["--max-connections", &limit])?;
         println!("daemon pid {} · limit {LIMIT} connections", daemon.pid());
         let rt = super::runtime()?;
         let run = rt.block_on(drive(&db, &s, ctx.seed))?;
         drop(rt);
-        let clean_stop = daemon.stop(Duration::from_secs(20));
-        let server_stats = last_stats(&daemon.log);
+        let (clean_stop, server_stats) = stop_for_counters(&mut daemon);
 
         let mut failures = Vec::new();
         let doubts: Vec<String> = Vec::new();
@@ -279,11 +256,7 @@ impl Suite for DaemonOverload {
                 *outcomes.entry(a.clone()).or_default() += 1;
             }
             let lat: Vec<f64> = attempts.iter().map(|(_, l)| *l).collect();
-            let (p50, p99, max) = (
-                quantile(&lat, 0.5),
-                quantile(&lat, 0.99),
-                quantile(&lat, 1.0),
-            );
+            let (p50, p99, max) = p50_p99_max(&lat);
             table.push_row([
                 phase.to_string(),
                 attempts.len().to_string(),
@@ -436,13 +409,14 @@ impl Suite for DaemonOverload {
                 .iter()
                 .filter(|x| f(x.start_s) && x.error.is_some())
                 .count();
+            let [p50, p99, max] = quantile_cells(v);
             loop_table.push_row([
                 name.to_string(),
                 v.len().to_string(),
                 count_creates(f).to_string(),
-                format!("{:.2}", quantile(v, 0.5)),
-                format!("{:.2}", quantile(v, 0.99)),
-                format!("{:.2}", quantile(v, 1.0)),
+                p50,
+                p99,
+                max,
                 errs.to_string(),
             ]);
         }
@@ -489,7 +463,7 @@ impl Suite for DaemonOverload {
             y_label: "latency, max per window (ms)".into(),
             lines: vec![Line {
                 name: "held connection".into(),
-                points: windows(&run.loop_samples),
+                points: slowest_per_window(run.loop_samples.iter().map(|s| (s.start_s, s.latency_ms)), WINDOW_S),
             }],
             log_y: false,
         });
@@ -541,15 +515,9 @@ impl Suite for DaemonOverload {
                     ));
                 }
             }
-            None => r.findings.push(format!(
-                "the daemon's counters were not found in its log {} (graceful stop: {clean_stop})",
-                daemon.log.display()
-            )),
+            None => r.findings.push(counters_missing(&daemon.log, clean_stop)),
         }
-        if !clean_stop {
-            r.findings
-                .push("the daemon did not exit cleanly on SIGTERM within 20 s".into());
-        }
+        note_unclean_stop(&mut r, clean_stop);
         if run.held_refusals > 0 {
             r.findings.push(format!(
                 "opening the {LIMIT} held connections met {} overloaded refusals first: the start-up probe's slot was not free yet",
@@ -587,27 +555,6 @@ impl Suite for DaemonOverload {
         r.verdict = Verdict::from_checks(failures, doubts);
         Ok(r)
     }
-}
-
-/// The slowest loop call per window, by start time.
-fn windows(samples: &[LoopSample]) -> Vec<[f64; 2]> {
-    let mut by: BTreeMap<u64, f64> = BTreeMap::new();
-    for s in samples {
-        let w = (s.start_s / WINDOW_S).floor().max(0.0) as u64;
-        let e = by.entry(w).or_insert(0.0);
-        *e = e.max(s.latency_ms);
-    }
-    by.into_iter()
-        .map(|(w, v)| [w as f64 * WINDOW_S, v])
-        .collect()
-}
-
-/// The last `ServerStats` line the daemon printed (at a graceful stop).
-fn last_stats(log: &Path) -> Option<ServerStats> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<ServerStats>(l.trim()).ok())
 }
 
 async fn drive(db: &Path, s: &Settings, seed: u64) -> Result<Run> {

@@ -22,23 +22,23 @@
 //! prove the absence of a slow leak: the full profile (30 minutes) is the real soak.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use collector::generator::{GeneratorConfig, Measured, OpenLoop};
 use collector::resources::{leak_check, series, Sampler};
 use collector::shape::Phase;
-use collector::target::{BoxFuture, OpError, Target};
+use collector::target::{BoxFuture, Target};
 use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
-use rpc_daemon::client::Client;
-use rpc_daemon::model::{CreateArgs, ListArgs, Op, Reply};
-use tokio::sync::Mutex;
+use rpc_daemon::client::{Client, ClientError};
+use rpc_daemon::model::{CreateArgs, ListArgs, Op};
 
+use super::daemon_common::{new_result, splitmix64, start_daemon};
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::{daemon_client, DaemonProc};
+use crate::daemon_harness::daemon_client;
+use crate::daemon_target::{create_batch, weighted_index, DaemonTarget, PoolConfig, Workload};
 
 /// The suite.
 pub struct DaemonSoak;
@@ -90,6 +90,13 @@ struct Settings {
     churn_every: u64,
 }
 
+impl Settings {
+    /// The phases' rates in words: `R/s -> 2R/s -> R/s`.
+    fn rates(&self) -> String {
+        format!("{}/s -> {}/s -> {}/s", self.rate, 2 * self.rate, self.rate)
+    }
+}
+
 fn settings(profile: Profile) -> Settings {
     match profile {
         Profile::Smoke => Settings {
@@ -113,60 +120,23 @@ fn settings(profile: Profile) -> Settings {
     }
 }
 
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// One pooled connection: `None` until first used, after a replacement, or after a call
-/// that was cancelled or lost its connection.
-struct Slot {
-    client: Mutex<Option<Client>>,
-    calls: AtomicU64,
-}
-
-/// The daemon as a collector target: a create/show/list mix over a pool of connections.
-struct SoakTarget {
-    db: PathBuf,
+/// The soak's create/show/list mix, run by a [`DaemonTarget`] over its pool.
+struct SoakMix {
     seed: u64,
-    churn_every: u64,
-    slots: Vec<Slot>,
     /// Ids `show` picks from.
     ids: Vec<String>,
     creates_sent: AtomicU64,
     creates_acked: AtomicU64,
-    connects: AtomicU64,
 }
 
-impl SoakTarget {
-    async fn op(&self, action: usize, seq: u64) -> Result<(), OpError> {
-        let i = (seq % self.slots.len() as u64) as usize;
-        let slot = &self.slots[i];
-        let mut guard = tokio::time::timeout(LOCK_BOUND, slot.client.lock())
-            .await
-            .map_err(|_| {
-                OpError::new(
-                    "pool_busy",
-                    format!("connection {i} stayed busy for {LOCK_BOUND:?}"),
-                )
-            })?;
-        let n = slot.calls.fetch_add(1, Ordering::Relaxed);
-        let replace = n > 0 && n % self.churn_every == 0;
-        // The client is out of the slot during the call: if the generator cancels the call,
-        // the client is dropped with it and a late reply can never answer another request.
-        let mut client = match guard.take() {
-            Some(c) if !replace => c,
-            old => {
-                drop(old);
-                self.connects.fetch_add(1, Ordering::Relaxed);
-                daemon_client(&self.db, CALL_TIMEOUT)
-                    .await
-                    .map_err(|e| OpError::new("connect", format!("{e:#}")))?
-            }
-        };
-        let r = match action {
+impl SoakMix {
+    async fn run_op(
+        &self,
+        client: &mut Client,
+        action: usize,
+        seq: u64,
+    ) -> Result<(), ClientError> {
+        match action {
             0 => {
                 self.creates_sent.fetch_add(1, Ordering::Relaxed);
                 let title = format!("soak-{:x}-{seq}", self.seed);
@@ -181,7 +151,7 @@ impl SoakTarget {
                     })
             }
             1 => {
-                let id = &self.ids[(mix(self.seed ^ seq) % self.ids.len() as u64) as usize];
+                let id = &self.ids[(splitmix64(self.seed ^ seq) % self.ids.len() as u64) as usize];
                 client.show(id.clone()).await.map(|_| ())
             }
             _ => client
@@ -191,50 +161,43 @@ impl SoakTarget {
                 })
                 .await
                 .map(|_| ()),
-        };
-        match r {
-            Ok(()) => {
-                *guard = Some(client);
-                Ok(())
-            }
-            Err(e) => {
-                // An error reply leaves the connection usable; anything else drops it.
-                if e.api_code().is_some() {
-                    *guard = Some(client);
-                }
-                Err(OpError::new(e.code(), e.message()))
-            }
         }
     }
 }
 
-impl Target for SoakTarget {
+impl Workload for SoakMix {
     fn actions(&self) -> Vec<String> {
         MIX.iter().map(|(name, _)| name.to_string()).collect()
     }
 
     fn pick(&self, seq: u64) -> usize {
-        let mut roll = mix(self.seed.rotate_left(17) ^ mix(seq)) % 100;
-        for (i, (_, weight)) in MIX.iter().enumerate() {
-            if roll < *weight {
-                return i;
-            }
-            roll -= weight;
-        }
-        0
-    }
-
-    fn call(&self, action: usize, seq: u64) -> BoxFuture<'_, Result<(), OpError>> {
-        Box::pin(self.op(action, seq))
-    }
-
-    fn describe(&self) -> String {
-        let mix: Vec<String> = MIX.iter().map(|(n, w)| format!("{n} {w}%")).collect();
-        format!(
-            "rpc-daemon over {POOL} pooled connections (each replaced every {} calls): {}",
-            self.churn_every,
-            mix.join(", ")
+        weighted_index(
+            &MIX,
+            splitmix64(self.seed.rotate_left(17) ^ splitmix64(seq)) % 100,
         )
+    }
+
+    fn run<'a>(
+        &'a self,
+        client: &'a mut Client,
+        action: usize,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(self.run_op(client, action, seq))
+    }
+}
+
+/// The soak's pool: [`POOL`] connections, each replaced every `churn_every` calls; a call
+/// waits at most [`LOCK_BOUND`] for its connection (`pool_busy` past it); a failed call
+/// (other than an error reply) drops its connection, and a failed connect is `connect`.
+fn pool_config(churn_every: u64) -> PoolConfig {
+    PoolConfig {
+        size: POOL,
+        call_timeout: CALL_TIMEOUT,
+        lock_bound: Some(LOCK_BOUND),
+        churn_every: Some(churn_every),
+        drop_failed: true,
+        connect_kind: Some("connect"),
     }
 }
 
@@ -249,21 +212,7 @@ async fn seed_issues(db: &std::path::Path, seed: u64) -> Result<Vec<String>> {
             })
         })
         .collect();
-    let replies = c.batch(ops).await.context("seeding issues")?;
-    let ids: Vec<String> = replies
-        .into_iter()
-        .filter_map(|r| match r {
-            Reply::Issue { issue } => Some(issue.id),
-            _ => None,
-        })
-        .collect();
-    if ids.len() != SEED_ISSUES {
-        bail!(
-            "seeding: the batch answered {} issues, expected {SEED_ISSUES}",
-            ids.len()
-        );
-    }
-    Ok(ids)
+    create_batch(&mut c, ops, "seeding issues").await
 }
 
 /// Median of the values of `points[range]`.
@@ -314,43 +263,38 @@ impl Suite for DaemonSoak {
         let s = settings(profile);
         let phase_s = s.phase.as_secs();
         Plan {
-            scale: format!(
-                "{}/s -> {}/s -> {}/s x {phase_s} s each, {POOL} connections",
-                s.rate,
-                2 * s.rate,
-                s.rate
-            ),
+            scale: format!("{} x {phase_s} s each, {POOL} connections", s.rates()),
             expected_s: 3 * phase_s + 3,
         }
     }
 
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let s = settings(ctx.profile);
-        let plan = self.plan(ctx.profile);
-        let mut r = SuiteResult::new(self.name(), ctx.profile.to_string(), plan.scale, ctx.seed);
+        let mut r = new_result(self, ctx);
         let mut failures: Vec<String> = Vec::new();
         let mut doubts: Vec<String> = Vec::new();
 
-        let db = ctx.work_dir.join("soak.db");
-        let mut daemon = DaemonProc::start(&db, &[])?;
+        let (db, mut daemon) = start_daemon(ctx, "soak.db", &[])?;
         let pid = daemon.pid();
         let rt = crate::suites::runtime()?;
         let ids = rt.block_on(seed_issues(&db, ctx.seed))?;
-        let target = Arc::new(SoakTarget {
-            db: db.clone(),
+        let mix = Arc::new(SoakMix {
             seed: ctx.seed,
-            churn_every: s.churn_every,
-            slots: (0..POOL)
-                .map(|_| Slot {
-                    client: Mutex::new(None),
-                    calls: AtomicU64::new(0),
-                })
-                .collect(),
             ids,
             creates_sent: AtomicU64::new(0),
             creates_acked: AtomicU64::new(0),
-            connects: AtomicU64::new(0),
         });
+        let weights: Vec<String> = MIX.iter().map(|(n, w)| format!("{n} {w}%")).collect();
+        let target = Arc::new(DaemonTarget::with_workload(
+            &db,
+            mix.clone(),
+            pool_config(s.churn_every),
+            format!(
+                "rpc-daemon over {POOL} pooled connections (each replaced every {} calls): {}",
+                s.churn_every,
+                weights.join(", ")
+            ),
+        )?);
         let phases = [
             Phase {
                 rate_per_s: s.rate,
@@ -388,8 +332,8 @@ impl Suite for DaemonSoak {
             c.ping().await?;
             anyhow::Ok(c.stats().await?)
         });
-        let sent = target.creates_sent.load(Ordering::Relaxed);
-        let acked = target.creates_acked.load(Ordering::Relaxed);
+        let sent = mix.creates_sent.load(Ordering::Relaxed);
+        let acked = mix.creates_acked.load(Ordering::Relaxed);
         match &end {
             Ok(stats) => {
                 let seeded = SEED_ISSUES as u64;
@@ -615,7 +559,7 @@ impl Suite for DaemonSoak {
                 )),
             }
         }
-        let connects = target.connects.load(Ordering::Relaxed);
+        let connects = target.connects();
         r.metrics
             .push(Metric::new("connections_opened", connects as f64, ""));
         r.metrics
@@ -683,14 +627,7 @@ impl Suite for DaemonSoak {
         r.config.insert("rate_r_per_s".into(), s.rate.into());
         r.config.insert(
             "phases".into(),
-            format!(
-                "{}/s -> {}/s -> {}/s, {} s each, back to back",
-                s.rate,
-                2 * s.rate,
-                s.rate,
-                s.phase.as_secs()
-            )
-            .into(),
+            format!("{}, {} s each, back to back", s.rates(), s.phase.as_secs()).into(),
         );
         r.config.insert("target".into(), target.describe().into());
         r.config.insert("pool".into(), POOL.into());
@@ -723,10 +660,8 @@ impl Suite for DaemonSoak {
 
         let p2 = r.metric("phase2_p99_ms").map_or(0.0, |m| m.value);
         r.headline = format!(
-            "{}/s -> {}/s -> {}/s for {:.0} s: daemon RSS {}, threads {}, fds {}; p99 at 2R {p2:.2} ms, {errors_total} errors",
-            s.rate,
-            2 * s.rate,
-            s.rate,
+            "{} for {:.0} s: daemon RSS {}, threads {}, fds {}; p99 at 2R {p2:.2} ms, {errors_total} errors",
+            s.rates(),
             total.as_secs_f64(),
             rss_summary.unwrap_or_else(|| "unchecked".into()),
             r.metric("threads_growth")

@@ -35,18 +35,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
-use rpc_daemon::client::{Client, ClientConfig, Mode};
+use rpc_daemon::client::{Client, ClientConfig};
 use rpc_daemon::error::Code;
 use rpc_daemon::model::{CreateArgs, ListArgs, Op};
 use rpc_daemon::proto::{
     read_frame, write_frame, Hello, HelloFrame, Request, Response, WelcomeFrame, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
-use rpc_daemon::server::{ServerStats, WRITER_BUSY_SLICE};
+use rpc_daemon::server::WRITER_BUSY_SLICE;
 use tokio::net::UnixStream;
 
+use super::daemon_common::{
+    counters_missing, ms, new_result, note_unclean_stop, p50_p99_max, quantile, quantile_cells,
+    slowest_per_window, start_daemon, stop_for_counters,
+};
 use super::{Plan, Profile, RunContext, Suite};
-use crate::daemon_harness::{daemon_client, DaemonProc};
+use crate::daemon_harness::{daemon_client, daemon_config};
 
 /// The suite.
 pub struct DaemonTimeouts;
@@ -127,21 +131,6 @@ fn overshoot_limit_ms() -> f64 {
     WRITER_BUSY_SLICE.as_secs_f64() * 1e3 + SCHED_ALLOWANCE_MS
 }
 
-/// The `q` quantile (0..=1) of `v` by the nearest-rank method; 0 for an empty slice.
-fn quantile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
-    s[rank - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 /// One read of a background reader.
 struct ReadSample {
     /// Start, seconds since the run began.
@@ -217,16 +206,11 @@ impl Suite for DaemonTimeouts {
 
     fn run(&self, ctx: &RunContext) -> Result<SuiteResult> {
         let s = settings(ctx.profile);
-        let mut r = SuiteResult::new(
-            self.name(),
-            ctx.profile.to_string(),
-            self.plan(ctx.profile).scale,
-            ctx.seed,
-        );
-        let db = ctx.work_dir.join("issues.db");
+        let mut r = new_result(self, ctx);
         let clients = s.per_deadline * DEADLINES_MS.len() + s.readers + 32;
         let max_connections = clients.max(256).to_string();
-        let mut daemon = DaemonProc::start(&db, &["--max-connections", &max_connections])?;
+        let (db, mut daemon) =
+            start_daemon(ctx, "issues.db", &["--max-connections", &max_connections])?;
         println!(
             "daemon pid {} on {} · {} stalled creates, {} readers",
             daemon.pid(),
@@ -239,8 +223,7 @@ impl Suite for DaemonTimeouts {
         drop(rt);
         // A graceful stop makes the daemon print its counters, and leaves the file quiet
         // for the title check: a timed-out write committed late would be visible now.
-        let clean_stop = daemon.stop(Duration::from_secs(20));
-        let server_stats = last_stats(&daemon.log);
+        let (clean_stop, server_stats) = stop_for_counters(&mut daemon);
         let titles = titles_in(&db)?;
 
         let mut failures = Vec::new();
@@ -278,11 +261,7 @@ impl Suite for DaemonTimeouts {
             }
             let over: Vec<f64> = exceeded.iter().map(|w| w.answer_ms - d as f64).collect();
             let early = over.iter().filter(|o| **o < 0.0).count();
-            let (p50, p99, max) = (
-                quantile(&over, 0.5),
-                quantile(&over, 0.99),
-                quantile(&over, 1.0),
-            );
+            let (p50, p99, max) = p50_p99_max(&over);
             table.push_row([
                 d.to_string(),
                 of_d.len().to_string(),
@@ -348,11 +327,7 @@ impl Suite for DaemonTimeouts {
             lines: curve_lines,
             log_y: false,
         });
-        let (o50, o99, omax) = (
-            quantile(&all_over, 0.5),
-            quantile(&all_over, 0.99),
-            quantile(&all_over, 1.0),
-        );
+        let (o50, o99, omax) = p50_p99_max(&all_over);
         r.metrics
             .push(Metric::new("stalled_creates", run.stalled.len() as f64, ""));
         r.metrics
@@ -430,13 +405,8 @@ impl Suite for DaemonTimeouts {
             ("during the stall", &during),
             ("after", &after),
         ] {
-            reads_table.push_row([
-                name.to_string(),
-                v.len().to_string(),
-                format!("{:.2}", quantile(v, 0.5)),
-                format!("{:.2}", quantile(v, 0.99)),
-                format!("{:.2}", quantile(v, 1.0)),
-            ]);
+            let [p50, p99, max] = quantile_cells(v);
+            reads_table.push_row([name.to_string(), v.len().to_string(), p50, p99, max]);
         }
         r.tables.push(reads_table);
         let (p99_before, p99_during) = (quantile(&before, 0.99), quantile(&during, 0.99));
@@ -482,7 +452,7 @@ impl Suite for DaemonTimeouts {
             y_label: "read latency, max per window (ms)".into(),
             lines: vec![Line {
                 name: "reads".into(),
-                points: windows(&run.reads),
+                points: slowest_per_window(run.reads.iter().map(|s| (s.start_s, s.latency_ms)), WINDOW_S),
             }],
             log_y: false,
         });
@@ -600,15 +570,9 @@ impl Suite for DaemonTimeouts {
                     ));
                 }
             }
-            None => r.findings.push(format!(
-                "the daemon's counters were not found in its log {} (graceful stop: {clean_stop})",
-                daemon.log.display()
-            )),
+            None => r.findings.push(counters_missing(&daemon.log, clean_stop)),
         }
-        if !clean_stop {
-            r.findings
-                .push("the daemon did not exit cleanly on SIGTERM within 20 s".into());
-        }
+        note_unclean_stop(&mut r, clean_stop);
 
         r.headline = format!(
             "{} creates stalled behind SQLite's lock all answered deadline_exceeded {o50:.0}/{o99:.0}/{omax:.0} ms (p50/p99/max) past their deadline (margin {limit:.0}); reads p99 {p99_before:.1} → {p99_during:.1} ms during the stall; {} applied",
@@ -633,27 +597,6 @@ impl Suite for DaemonTimeouts {
         r.verdict = Verdict::from_checks(failures, doubts);
         Ok(r)
     }
-}
-
-/// The slowest read per window, by start time.
-fn windows(reads: &[ReadSample]) -> Vec<[f64; 2]> {
-    let mut by: BTreeMap<u64, f64> = BTreeMap::new();
-    for s in reads {
-        let w = (s.start_s / WINDOW_S).floor().max(0.0) as u64;
-        let e = by.entry(w).or_insert(0.0);
-        *e = e.max(s.latency_ms);
-    }
-    by.into_iter()
-        .map(|(w, v)| [w as f64 * WINDOW_S, v])
-        .collect()
-}
-
-/// The last `ServerStats` line the daemon printed (at a graceful stop).
-fn last_stats(log: &Path) -> Option<ServerStats> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<ServerStats>(l.trim()).ok())
 }
 
 /// Every title in the database, read with a plain SQLite connection.
@@ -764,10 +707,8 @@ async fn drive(db: &Path, socket: &Path, s: &Settings, seed: u64) -> Result<Run>
     for i in 0..s.per_deadline * DEADLINES_MS.len() {
         let d = DEADLINES_MS[i % DEADLINES_MS.len()];
         let cfg = ClientConfig {
-            mode: Mode::DaemonOnly,
-            timeout: Duration::from_millis(d) + CALL_TIMEOUT,
             deadline: Some(Duration::from_millis(d)),
-            ..ClientConfig::new(db.to_path_buf())
+            ..daemon_config(db, Duration::from_millis(d) + CALL_TIMEOUT)
         };
         let client = Client::connect(cfg)
             .await

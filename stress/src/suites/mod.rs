@@ -4,6 +4,7 @@ mod collector_overhead;
 mod daemon_agents;
 mod daemon_badinput;
 mod daemon_batch;
+pub(crate) mod daemon_common;
 mod daemon_crash;
 mod daemon_maxrps;
 mod daemon_mixed;
