@@ -165,6 +165,16 @@ pub fn recorder_for(target: &dyn Target) -> Result<Arc<Recorder>, GeneratorError
         })
 }
 
+/// The action an operation that never ran (dropped) or ran late is counted under: the one
+/// the target picks, clamped to the recorder's actions (a recorder always has at least one).
+fn counted_action(target: &dyn Target, recorder: &Recorder, seq: u64) -> ActionId {
+    ActionId(
+        target
+            .pick(seq)
+            .min(recorder.actions().len().saturating_sub(1)),
+    )
+}
+
 /// Runs one operation to completion (bounded by the timeout) and records it.
 async fn run_op(
     target: Arc<dyn Target>,
@@ -296,12 +306,12 @@ async fn drive(
             d.lateness.saturating_record(micros(late).max(1));
         }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            let action = ActionId(target.pick(seq).min(recorder.actions().len() - 1));
+            let action = counted_action(target.as_ref(), recorder, seq);
             recorder.record_dropped(seq as usize, epoch, action);
             continue;
         };
         if late > cfg.late_slack {
-            let action = ActionId(target.pick(seq).min(recorder.actions().len() - 1));
+            let action = counted_action(target.as_ref(), recorder, seq);
             recorder.record_late(seq as usize, epoch, action);
         }
         if counted {
@@ -515,7 +525,7 @@ impl OpenLoop {
         for i in 0..ops {
             let seq = self.next_seq + i;
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                let action = ActionId(self.target.pick(seq).min(self.recorder.actions().len() - 1));
+                let action = counted_action(self.target.as_ref(), &self.recorder, seq);
                 self.recorder.record_dropped(seq as usize, epoch, action);
                 continue;
             };

@@ -152,6 +152,17 @@ pub struct StepTiming {
 }
 
 impl StepTiming {
+    /// A timing from milliseconds, for suites that state their phases as constants. Unlike
+    /// [`StepTiming::new`] it does not check that the hold is above zero: use `new` for
+    /// values that come from input.
+    pub fn from_millis(warmup_ms: u64, hold_ms: u64, cooldown_ms: u64) -> Self {
+        StepTiming {
+            warmup: Duration::from_millis(warmup_ms),
+            hold: Duration::from_millis(hold_ms),
+            cooldown: Duration::from_millis(cooldown_ms),
+        }
+    }
+
     /// Checks the hold is above zero.
     pub fn new(warmup: Duration, hold: Duration, cooldown: Duration) -> Result<Self, ShapeError> {
         if hold.is_zero() {

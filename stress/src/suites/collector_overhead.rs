@@ -29,11 +29,7 @@ const HELD_PCT: f64 = 99.0;
 const SELF_P99_LIMIT_US: f64 = 200.0;
 
 fn settings(profile: Profile) -> (u64, StepTiming) {
-    let t = |w: u64, h: u64| StepTiming {
-        warmup: Duration::from_millis(w),
-        hold: Duration::from_millis(h),
-        cooldown: Duration::from_millis(100),
-    };
+    let t = |w: u64, h: u64| StepTiming::from_millis(w, h, 100);
     match profile {
         Profile::Smoke => (200_000, t(200, 500)),
         Profile::Quick => (2_000_000, t(500, 3_000)),

@@ -79,11 +79,7 @@ struct Settings {
 /// at 1k, where "no step passed" means the daemon is broken rather than the machine busy,
 /// and doubles past both knees.
 fn settings(profile: Profile) -> Settings {
-    let t = |w: u64, h: u64| StepTiming {
-        warmup: Duration::from_millis(w),
-        hold: Duration::from_millis(h),
-        cooldown: Duration::ZERO,
-    };
+    let t = |w: u64, h: u64| StepTiming::from_millis(w, h, 0);
     match profile {
         // One low step that must pass, one far above the knee that must trip, and the
         // confirmation: every path of the suite in a few seconds (bisection is the

@@ -3,7 +3,6 @@
 //! and 102% of the true capacity: this is how we know the finder finds the knee.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use collector::finder::FinderConfig;
@@ -35,11 +34,7 @@ struct Settings {
 /// No step sits exactly on the capacity: at 100% utilisation the queue is a random walk and
 /// a p99 verdict there is a coin toss, which would make the confirmation step flaky.
 fn settings(profile: Profile) -> Settings {
-    let t = |w: u64, h: u64| StepTiming {
-        warmup: Duration::from_millis(w),
-        hold: Duration::from_millis(h),
-        cooldown: Duration::ZERO,
-    };
+    let t = |w: u64, h: u64| StepTiming::from_millis(w, h, 0);
     match profile {
         // A short hold accumulates less queue per step, so the smoke SLO is tighter.
         Profile::Smoke => Settings {
