@@ -431,3 +431,65 @@ pub fn agent(args: &AgentArgs) -> Result<()> {
     })?;
     crate::write_json_file(&args.out, &report)
 }
+
+/// How long the echo process waits for a round trip's first byte before giving up.
+const ECHO_IDLE: Duration = Duration::from_secs(30);
+
+/// `stress __echo`: connects to `socket` and writes back every byte it reads until the peer
+/// closes (or sends nothing for [`ECHO_IDLE`]).
+pub fn echo(socket: &Path) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    s.set_read_timeout(Some(ECHO_IDLE))?;
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf)? {
+            0 => return Ok(()),
+            n => s.write_all(&buf[..n])?,
+        }
+    }
+}
+
+/// The floor of any daemon round trip on this machine: latencies (µs) of `round_trips`
+/// blocking round trips of a `size`-byte message between this process and a `stress
+/// __echo` child over a Unix socket in `dir`. Each way wakes a sleeping process and does
+/// no other work.
+pub fn socket_round_trips(dir: &Path, round_trips: usize, size: usize) -> Result<Vec<u64>> {
+    use std::io::{Read as _, Write as _};
+    let path = dir.join("echo.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    let exe = std::env::current_exe().context("locating the stress binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__echo").arg("--socket").arg(&path);
+    let mut child = ChildGuard::spawn(cmd, "the echo process", &dir.join("echo.log"))?;
+    // Accept without hanging if the child never connects.
+    listener.set_nonblocking(true)?;
+    let until = Instant::now() + START_BOUND;
+    let mut s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e).context("waiting for the echo process to connect"),
+        }
+    };
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let msg = vec![7u8; size.clamp(1, 256)];
+    let mut buf = vec![0u8; msg.len()];
+    let mut out = Vec::with_capacity(round_trips);
+    for _ in 0..round_trips {
+        let t = Instant::now();
+        s.write_all(&msg)?;
+        s.read_exact(&mut buf).context("reading the echo")?;
+        out.push(t.elapsed().as_micros() as u64);
+    }
+    drop(s);
+    child.terminate(Duration::from_secs(5));
+    let _ = std::fs::remove_file(&path);
+    Ok(out)
+}

@@ -44,6 +44,14 @@ enum Command {
     /// (internal) One agent process creating issues through the daemon.
     #[command(name = "__agent", hide = true)]
     Agent(daemon_harness::AgentArgs),
+    /// (internal) Echo every byte read on a Unix socket back to it until the peer closes:
+    /// the far end of `daemon-maxrps`'s round-trip floor.
+    #[command(name = "__echo", hide = true)]
+    Echo {
+        /// The socket to connect to.
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Run one suite and write its SuiteResult JSON.
     Run {
         /// Suite name (see `stress list`).
@@ -124,6 +132,10 @@ fn real_main() -> Result<ExitCode> {
         }
         Command::Agent(args) => {
             daemon_harness::agent(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Echo { socket } => {
+            daemon_harness::echo(&socket)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

@@ -6,6 +6,9 @@
 //!   database file) over the Unix socket; `direct` is what a separate agent without a daemon
 //!   does: its own [`Store`] on the file and `apply` in-process. `create/direct_open` also
 //!   opens the store for every create, as a one-command-per-process CLI agent would.
+//!   `{ping,create}/daemon_busy_poll`: the same client with `busy_poll` at 200 µs, which
+//!   looks for the reply without sleeping first (waking a sleeping thread is a large part
+//!   of a round trip on a VM).
 //! - `daemon_batch100/{daemon,direct}`: one `batch` of 100 creates (one transaction).
 //! - `daemon_aggregate_create/{daemon,direct}/N`, N = 1, 2, 4, 8, 16 agents creating at
 //!   once; throughput in creates per second (criterion's `Throughput::Elements`). `direct`:
@@ -74,9 +77,15 @@ impl InProcessDaemon {
 
     /// A daemon-only client, connected on `rt` (the client's own runtime).
     fn client(&self, rt: &Runtime) -> Client {
+        self.client_polling(rt, Duration::ZERO)
+    }
+
+    /// A daemon-only client that busy-polls for each reply for up to `busy_poll`.
+    fn client_polling(&self, rt: &Runtime, busy_poll: Duration) -> Client {
         let cfg = ClientConfig {
             mode: Mode::DaemonOnly,
             timeout: Duration::from_secs(30),
+            busy_poll,
             ..ClientConfig::new(self.db.clone())
         };
         rt.block_on(Client::connect(cfg))
@@ -149,6 +158,7 @@ fn bench_latency(c: &mut Criterion) {
     let mut store = Store::open(&direct_db, &StoreConfig::default()).expect("direct store");
     let rt = client_rt();
     let mut client = daemon.client(&rt);
+    let mut polling = daemon.client_polling(&rt, Duration::from_micros(200));
     let mut n = 0u64;
 
     let mut g = c.benchmark_group("daemon_latency");
@@ -164,6 +174,17 @@ fn bench_latency(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             rt.block_on(client.create(create(format!("bench {n}"))))
+                .expect("create")
+        })
+    });
+    // The same with the client polling for its reply instead of sleeping (busy_poll).
+    g.bench_function(BenchmarkId::new("ping", "daemon_busy_poll"), |b| {
+        b.iter(|| rt.block_on(polling.ping()).expect("ping"))
+    });
+    g.bench_function(BenchmarkId::new("create", "daemon_busy_poll"), |b| {
+        b.iter(|| {
+            n += 1;
+            rt.block_on(polling.create(create(format!("bench {n}"))))
                 .expect("create")
         })
     });

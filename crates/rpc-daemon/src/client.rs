@@ -25,6 +25,7 @@
 //! answer was lost is retried the same way.
 
 use std::io;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -73,7 +74,17 @@ pub struct ClientConfig {
     pub deadline: Option<Duration>,
     /// Connection settings of direct mode.
     pub store: StoreConfig,
+    /// After sending a request, look for the reply without sleeping for up to this long
+    /// before waiting for it the usual way (default zero: never). On virtual machines a
+    /// sleeping thread can take tens of microseconds to wake up, which is most of a
+    /// daemon round trip; polling saves that at the price of a core spinning for up to
+    /// this long per call. For one latency-sensitive client, not for many agents sharing
+    /// few cores (they would take the daemon's CPU). At most [`MAX_BUSY_POLL`].
+    pub busy_poll: Duration,
 }
+
+/// The longest [`ClientConfig::busy_poll`] allowed.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
 
 impl ClientConfig {
     /// Defaults for the database at `db`: [`Mode::Auto`], the default socket, 30 s timeout.
@@ -85,6 +96,7 @@ impl ClientConfig {
             timeout: DEFAULT_TIMEOUT,
             deadline: None,
             store: StoreConfig::default(),
+            busy_poll: Duration::ZERO,
         }
     }
 
@@ -174,7 +186,7 @@ pub struct Client {
 }
 
 enum Inner {
-    Daemon(DaemonConn),
+    Daemon(Box<DaemonConn>),
     Direct(Arc<Mutex<Store>>),
 }
 
@@ -195,6 +207,12 @@ impl Client {
     /// or to the daemon with a fallback to the file when no daemon listens. Bounded by
     /// `cfg.timeout`.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
+        if cfg.busy_poll > MAX_BUSY_POLL {
+            return Err(ClientError::Api(ApiError::invalid(format!(
+                "busy_poll of {:?}: expected at most {MAX_BUSY_POLL:?}",
+                cfg.busy_poll
+            ))));
+        }
         let db = canonical_db_path(&cfg.db).map_err(ClientError::Api)?;
         let timeout = cfg.timeout;
         let until = Instant::now() + timeout;
@@ -231,13 +249,14 @@ impl Client {
             deadline_ms: cfg
                 .deadline
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            busy_poll: cfg.busy_poll,
         };
         match tokio::time::timeout_at(until, conn.handshake(stream)).await {
             Err(_) => return Err(ClientError::Timeout { after: timeout }),
             Ok(r) => r?,
         }
         Ok(Client {
-            inner: Inner::Daemon(conn),
+            inner: Inner::Daemon(Box::new(conn)),
             db,
             timeout,
             fallback: None,
@@ -480,6 +499,7 @@ struct DaemonConn {
     welcome: Option<Welcome>,
     next_id: u64,
     deadline_ms: Option<u64>,
+    busy_poll: Duration,
 }
 
 /// How one request/response exchange failed.
@@ -651,6 +671,9 @@ impl DaemonConn {
             Err(FrameError::Io(e)) => return Err(Failure::NotSent(e)),
             Err(e) => return Err(Failure::NotSent(io::Error::other(e.to_string()))),
         }
+        if !self.busy_poll.is_zero() {
+            poll_for_reply(stream, self.busy_poll);
+        }
         let frame = match read_frame(stream, MAX_FRAME_BYTES).await {
             Ok(Some(f)) => f,
             Ok(None) => {
@@ -710,6 +733,33 @@ fn frame_error(what: &str, e: FrameError) -> ClientError {
     match e {
         FrameError::Io(e) => ClientError::Io(io::Error::new(e.kind(), format!("{what}: {e}"))),
         other => ClientError::Protocol(format!("{what}: {other}")),
+    }
+}
+
+/// Spins until the socket has a byte to read, or `spin` passed; the read that follows
+/// finds the reply without the reactor having to wake this thread.
+fn poll_for_reply(stream: &UnixStream, spin: Duration) {
+    let fd = stream.as_raw_fd();
+    let until = Instant::now() + spin;
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: `fd` is the open socket `stream` borrows for this whole call, and the
+        // buffer is one valid byte; MSG_PEEK leaves the data for the read, MSG_DONTWAIT
+        // never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                std::ptr::addr_of_mut!(byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        // A byte, end of stream (0) or an error other than "nothing yet": the read decides.
+        let waiting = n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+        if !waiting || Instant::now() >= until {
+            return;
+        }
+        std::hint::spin_loop();
     }
 }
 

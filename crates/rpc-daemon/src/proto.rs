@@ -185,8 +185,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Resul
             len: u32::try_from(body.len()).unwrap_or(u32::MAX),
             max: MAX_FRAME_BYTES,
         })?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(body).await?;
+    // One write of prefix and body: a reader must not wake up for the prefix alone and
+    // then again for the body.
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    w.write_all(&frame).await?;
     w.flush().await?;
     Ok(())
 }

@@ -15,6 +15,8 @@
 //!   failing request rolls back only itself.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -88,7 +90,7 @@ CREATE TABLE IF NOT EXISTS deps (
 );
 CREATE INDEX IF NOT EXISTS deps_depends_on ON deps (depends_on);
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     issue_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     detail TEXT NOT NULL,
@@ -164,6 +166,39 @@ impl Store {
         let mut store = Store { conn, path };
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// Sets how long this connection waits for SQLite's write lock before `busy`.
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), ApiError> {
+        self.conn.busy_timeout(timeout)?;
+        Ok(())
+    }
+
+    /// Takes the WAL checkpoint off the commit: SQLite's automatic checkpoint (run inside
+    /// whichever commit pushes the log past 1,000 pages, and taking milliseconds) is turned
+    /// off for this connection; instead `due` is set when a commit leaves `pages` pages or
+    /// more in the log, and the owner calls [`Store::checkpoint`] where a pause does no harm.
+    pub fn defer_checkpoints(&mut self, pages: u32, due: Arc<AtomicBool>) -> Result<(), ApiError> {
+        let pages = i32::try_from(pages).unwrap_or(i32::MAX);
+        self.conn
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+                if n >= pages {
+                    due.store(true, Ordering::Release);
+                }
+                Ok(())
+            }))?;
+        Ok(())
+    }
+
+    /// Runs a PASSIVE checkpoint (it never waits for readers or writers) and returns how
+    /// many pages the log holds and how many of them are now in the database file.
+    pub fn checkpoint(&mut self) -> Result<(i64, i64), ApiError> {
+        let (log, done) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?;
+        Ok((log, done))
     }
 
     /// The canonical path of the database.
@@ -283,9 +318,20 @@ impl ReadStore {
 /// The largest reply a write may produce: a frame less room for the response envelope.
 pub const MAX_REPLY_BYTES: usize = crate::proto::MAX_FRAME_BYTES as usize - 1024;
 
+/// The most bytes one issue can take in JSON: every text field at its cap, each byte
+/// escaped to six (`\u0000`), plus room for the field names, numbers and punctuation.
+const MAX_ISSUE_JSON_BYTES: usize =
+    6 * (2 * MAX_TITLE_BYTES + MAX_DESCRIPTION_BYTES + (MAX_LABELS + 2) * MAX_NAME_BYTES) + 1024;
+// A reply of one issue (or one edge) always fits a frame, so only batches need measuring.
+const _: () = assert!(MAX_ISSUE_JSON_BYTES + 1024 <= MAX_REPLY_BYTES);
+
 /// Refuses a write whose reply could not be sent in one frame, before it commits: an error
-/// reply must always mean nothing was applied.
+/// reply must always mean nothing was applied. Only a batch can be that large (see
+/// [`MAX_ISSUE_JSON_BYTES`]); other replies are not serialized here.
 fn check_reply_size(reply: &Reply) -> Result<(), ApiError> {
+    if !matches!(reply, Reply::Batch { .. }) {
+        return Ok(());
+    }
     let len = serde_json::to_vec(reply)
         .map_err(|e| ApiError::internal(format!("encoding the reply: {e}")))?
         .len();
@@ -551,6 +597,12 @@ fn event(
 fn set_labels(conn: &Connection, id: &str, labels: &[String]) -> Result<(), ApiError> {
     conn.prepare_cached("DELETE FROM labels WHERE issue_id = ?1")?
         .execute([id])?;
+    insert_labels(conn, id, labels)
+}
+
+/// Adds labels to an issue that has none of them yet (a new one, or after `set_labels`
+/// cleared them).
+fn insert_labels(conn: &Connection, id: &str, labels: &[String]) -> Result<(), ApiError> {
     let mut ins = conn.prepare_cached("INSERT INTO labels (issue_id, label) VALUES (?1, ?2)")?;
     for l in labels {
         ins.execute(params![id, l])?;
@@ -579,7 +631,7 @@ fn create(conn: &Connection, a: &CreateArgs) -> Result<Reply, ApiError> {
          VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?7)",
     )?
     .execute(params![id, n, a.title, a.description, priority, a.assignee, now])?;
-    set_labels(conn, &id, &labels)?;
+    insert_labels(conn, &id, &labels)?;
     event(
         conn,
         &id,
@@ -587,8 +639,21 @@ fn create(conn: &Connection, a: &CreateArgs) -> Result<Reply, ApiError> {
         serde_json::json!({"title": a.title}),
         now,
     )?;
+    // Exactly the row just inserted (a test compares it with `show`): no need to read it.
     Ok(Reply::Issue {
-        issue: get_issue(conn, &id)?,
+        issue: Issue {
+            id,
+            title: a.title.clone(),
+            description: a.description.clone(),
+            status: Status::Open,
+            priority,
+            assignee: a.assignee.clone(),
+            labels,
+            created_at: now,
+            updated_at: now,
+            closed_at: None,
+            close_reason: None,
+        },
     })
 }
 
@@ -862,6 +927,36 @@ mod tests {
         match r {
             Reply::Issues { issues } => issues.into_iter().map(|i| i.id).collect(),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_create_replies_exactly_what_show_reads_back() {
+        let (_d, mut s) = store();
+        for args in [
+            CreateArgs {
+                title: "plain".into(),
+                ..CreateArgs::default()
+            },
+            CreateArgs {
+                title: "full \u{e9}".into(),
+                description: "two\nlines".into(),
+                priority: Some(0),
+                assignee: Some("agent-7".into()),
+                labels: vec![" zeta".into(), "Alpha".into(), "beta".into(), "zeta".into()],
+            },
+        ] {
+            let created = issue(s.apply(&Op::Create(args)).unwrap());
+            let shown = match s
+                .apply(&Op::Show {
+                    id: created.id.clone(),
+                })
+                .unwrap()
+            {
+                Reply::Detail { issue, .. } => issue,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(created, shown);
         }
     }
 

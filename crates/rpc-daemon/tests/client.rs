@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc_daemon::client::{Client, ClientConfig, ClientError, Mode};
+use rpc_daemon::client::{Client, ClientConfig, ClientError, Mode, MAX_BUSY_POLL};
 use rpc_daemon::error::{ApiError, Code};
 use rpc_daemon::model::{CreateArgs, Dep, DepKind, ListArgs, Op, Reply, Status, UpdateArgs};
 use rpc_daemon::proto::{
@@ -811,6 +811,33 @@ async fn after_the_daemon_stops_a_call_fails_instead_of_switching_mode() {
         // A new client falls back now that no daemon runs.
         let c = Client::connect(cfg(dir.path(), Mode::Auto)).await.unwrap();
         assert!(c.is_direct());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_polling_client_gets_the_same_replies_and_its_poll_is_bounded() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = RealDaemon::start(dir.path()).await;
+
+        let mut too_long = cfg(dir.path(), Mode::DaemonOnly);
+        too_long.busy_poll = MAX_BUSY_POLL + Duration::from_micros(1);
+        let e = Client::connect(too_long).await.unwrap_err();
+        assert_eq!(e.api_code(), Some(Code::InvalidField), "{e}");
+        assert!(e.to_string().contains("busy_poll of 1.001ms"), "{e}");
+
+        let mut polling = cfg(dir.path(), Mode::DaemonOnly);
+        polling.busy_poll = Duration::from_micros(200);
+        let mut polling = Client::connect(polling).await.unwrap();
+        let a = run_script(&mut polling).await;
+        let direct_dir = tempfile::tempdir().unwrap();
+        let mut direct = Client::connect(cfg(direct_dir.path(), Mode::Direct))
+            .await
+            .unwrap();
+        let b = run_script(&mut direct).await;
+        assert_eq!(a, b);
+        daemon.stop().await;
     })
     .await
 }

@@ -16,7 +16,10 @@ use rpc_daemon::proto::{
     read_frame, write_frame, write_json, Hello, HelloFrame, Request, Response, WelcomeFrame,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-use rpc_daemon::server::{Server, ServerConfig, ServerError, ServerStats, ShutdownHandle};
+use rpc_daemon::server::{
+    Server, ServerConfig, ServerError, ServerStats, ShutdownHandle, CHECKPOINT_PAGES,
+};
+use rpc_daemon::store::Durability;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
@@ -714,6 +717,88 @@ async fn concurrent_creates_are_group_committed_with_distinct_ids() {
         eprintln!("{stats:?}");
         assert_eq!(stats.grouped_writes, 400, "{stats:?}");
         assert!(stats.groups < 400, "writes were not grouped: {stats:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_client_writes_on_its_own_task_and_checkpoints_bound_the_log() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::start(config(dir.path())).await;
+        let mut c = d.connect().await;
+        // About seven WAL pages a create: well past several checkpoint thresholds.
+        const N: u64 = 1_000;
+        for i in 0..N {
+            issue(c.call(create(&format!("lone {i}"))).await);
+        }
+        let wal = std::fs::metadata(format!("{}-wal", d.db)).unwrap().len();
+        match c.call(Op::Stats {}).await.unwrap() {
+            Reply::Stats { stats } => assert_eq!(stats.issues, N),
+            other => panic!("{other:?}"),
+        }
+        let stats = d.stop().await;
+        // A write finding the writer busy with a checkpoint goes through the queue: most,
+        // not all, of a lone client's writes run on its own task.
+        assert!(stats.inline_writes >= N / 2, "{stats:?}");
+        assert_eq!(stats.grouped_writes, N, "{stats:?}");
+        assert!(stats.checkpoints >= 1, "{stats:?}");
+        // Without checkpoints the log would hold every page written (~7,000 pages).
+        let bound = 3 * u64::from(CHECKPOINT_PAGES) * 4096;
+        assert!(wal <= bound, "WAL of {wal} bytes, expected at most {bound}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_write_that_finds_sqlite_locked_waits_in_the_queue_and_commits_once() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::start(config(dir.path())).await;
+        let mut c = d.connect().await;
+        let warm = 5;
+        for i in 0..warm {
+            issue(c.call(create(&format!("warm {i}"))).await);
+        }
+        let lock = WriteLock::take(&d.db);
+        c.request(777, None, create("behind the lock")).await;
+        // No answer while the lock is held: not `busy`, not an early ack.
+        let early = tokio::time::timeout(
+            Duration::from_millis(300),
+            read_frame(&mut c.stream, MAX_FRAME_BYTES),
+        )
+        .await;
+        assert!(
+            early.is_err(),
+            "answered while SQLite was locked: {early:?}"
+        );
+        lock.release();
+        let resp = c.recv().await;
+        assert_eq!(resp.id, Some(777));
+        let late = issue(resp.into_result());
+        assert_eq!(late.id, format!("hl-{}", warm + 1));
+        let all = ids(c.call(Op::List(ListArgs::default())).await);
+        assert_eq!(all.len() as u64, warm + 1);
+        let stats = d.stop().await;
+        assert!(stats.inline_writes >= 1, "{stats:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_full_durability_every_write_goes_through_the_writer_thread() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.store.durability = Durability::Full;
+        let d = Daemon::start(cfg).await;
+        let mut c = d.connect().await;
+        for i in 0..20 {
+            issue(c.call(create(&format!("durable {i}"))).await);
+        }
+        let stats = d.stop().await;
+        assert_eq!(stats.inline_writes, 0, "{stats:?}");
+        assert_eq!(stats.grouped_writes, 20, "{stats:?}");
     })
     .await;
 }
