@@ -56,8 +56,12 @@
 //! `try_recv`). tokio makes exactly one of the two win, so no write is both answered
 //! `deadline_exceeded` and applied. The daemon has no shared structure of its own: its
 //! queues and hand-offs are tokio `mpsc` and `oneshot` channels (tested by tokio, loom
-//! included), its counters are atomics and the readers share their queue's receiving end
-//! behind a `std` mutex; so it has no loom model.
+//! included), its counters and gauges are atomics, the readers share their queue's
+//! receiving end behind a `std` mutex, and the write connection is a `std` mutex that the
+//! writer thread locks and a lone client's write only `try_lock`s. A write takes one path
+//! or the other, decided once on its own task (run at once, or queued when that returns
+//! `None` having applied nothing), so no write can be applied twice; the gauges only
+//! choose the path, never correctness. So it has no loom model.
 //!
 //! # Connections and limits
 //!
