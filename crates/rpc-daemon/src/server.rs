@@ -325,8 +325,8 @@ pub struct ServerStats {
     pub groups: u64,
     /// Writes inside committed groups (applied or individually failed).
     pub grouped_writes: u64,
-    /// Of those, writes that found the writer idle and ran at once on their own task (a
-    /// group of one; see "Writes" in the module docs).
+    /// Of those, writes of a lone client that ran at once on their own task (a group of
+    /// one; see "Writes of a lone client" in the module docs).
     #[serde(default)]
     pub inline_writes: u64,
     /// WAL checkpoints the writer ran.
@@ -777,6 +777,12 @@ impl Server {
 
 type Opened = (PathBuf, LockFile, Store, Vec<ReadStore>);
 
+/// The busy timeout of the write connection: one [`WRITER_BUSY_SLICE`], or the store's
+/// whole busy timeout when that is shorter.
+fn writer_busy_slice(store: &StoreConfig) -> Duration {
+    store.busy_timeout.min(WRITER_BUSY_SLICE)
+}
+
 /// Lock, writer store and readers; blocking (runs on the blocking pool).
 fn open_database(cfg: &ServerConfig) -> Result<Opened, ServerError> {
     let db = canonical_db_path(&cfg.db)?;
@@ -784,7 +790,7 @@ fn open_database(cfg: &ServerConfig) -> Result<Opened, ServerError> {
     // The writer waits for SQLite's lock in short slices so that it can look at deadlines
     // between attempts; opening (which writes the schema) retries up to the full timeout.
     let writer_cfg = StoreConfig {
-        busy_timeout: cfg.store.busy_timeout.min(WRITER_BUSY_SLICE),
+        busy_timeout: writer_busy_slice(&cfg.store),
         ..cfg.store
     };
     let started = Instant::now();
@@ -807,9 +813,9 @@ fn open_database(cfg: &ServerConfig) -> Result<Opened, ServerError> {
 // The writer and the readers
 
 /// The one read-write connection, used by the writer thread for groups and, when it is
-/// idle, by a request's own task for a single small write (see "Writes" in the module
-/// docs). Whoever holds the mutex owns the connection; a request task only ever
-/// `try_lock`s it, so no tokio worker waits for it.
+/// idle, by a request's own task for a single small write (see "Writes of a lone client"
+/// in the module docs). Whoever holds the mutex owns the connection; a request task only
+/// ever `try_lock`s it, so no tokio worker waits for it.
 struct WriteConn {
     store: Mutex<Store>,
     /// The writer thread's busy timeout (a slice; see [`WRITER_BUSY_SLICE`]).
@@ -827,7 +833,7 @@ impl WriteConn {
         store.defer_checkpoints(CHECKPOINT_PAGES, Arc::clone(&checkpoint_due))?;
         Ok(WriteConn {
             store: Mutex::new(store),
-            busy_slice: cfg.store.busy_timeout.min(WRITER_BUSY_SLICE),
+            busy_slice: writer_busy_slice(&cfg.store),
             inline: cfg.store.durability == Durability::Normal,
             checkpoint_due,
         })
