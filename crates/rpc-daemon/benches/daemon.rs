@@ -6,15 +6,16 @@
 //!   database file) over the Unix socket; `direct` is what a separate agent without a daemon
 //!   does: its own [`Store`] on the file and `apply` in-process. `create/direct_open` also
 //!   opens the store for every create, as a one-command-per-process CLI agent would.
-//!   `{ping,create}/daemon_busy_poll`: the same client with `busy_poll` at 200 µs, which
-//!   looks for the reply without sleeping first (waking a sleeping thread is a large part
-//!   of a round trip on a VM).
+//!   The daemon client has the default settings, so it busy-polls for a quick reply
+//!   ([`ClientConfig::busy_poll`]: waking a sleeping thread is a large part of a round trip
+//!   on a VM); `{ping,create}/daemon_no_poll` is the same client with polling off.
 //! - `daemon_batch100/{daemon,direct}`: one `batch` of 100 creates (one transaction).
 //! - `daemon_aggregate_create/{daemon,direct}/N`, N = 1, 2, 4, 8, 16 agents creating at
 //!   once; throughput in creates per second (criterion's `Throughput::Elements`). `direct`:
 //!   every agent a thread with its own `Store` on the same file (SQLite's write lock
 //!   serialises them); `daemon`: every agent its own `Client` connection, so the daemon
-//!   commits their creates together (group commit).
+//!   commits their creates together (group commit); `daemon_no_poll`: the same with the
+//!   clients' polling off.
 //!
 //! Targets from the issue: create p50 through the daemon ≤ 100 µs; 8 agents ≥ 20,000
 //! creates/s aggregate. The seed implementation took 2.41 ms per create through its daemon
@@ -75,13 +76,19 @@ impl InProcessDaemon {
         }
     }
 
-    /// A daemon-only client, connected on `rt` (the client's own runtime).
+    /// A daemon-only client with the default settings, connected on `rt` (the client's own
+    /// runtime).
     fn client(&self, rt: &Runtime) -> Client {
-        self.client_polling(rt, Duration::ZERO)
+        self.client_with(rt, ClientConfig::new(self.db.clone()).busy_poll)
     }
 
-    /// A daemon-only client that busy-polls for each reply for up to `busy_poll`.
-    fn client_polling(&self, rt: &Runtime, busy_poll: Duration) -> Client {
+    /// The same with polling off.
+    fn client_no_poll(&self, rt: &Runtime) -> Client {
+        self.client_with(rt, Duration::ZERO)
+    }
+
+    /// A daemon-only client that busy-polls for quick replies for up to `busy_poll`.
+    fn client_with(&self, rt: &Runtime, busy_poll: Duration) -> Client {
         let cfg = ClientConfig {
             mode: Mode::DaemonOnly,
             timeout: Duration::from_secs(30),
@@ -158,7 +165,7 @@ fn bench_latency(c: &mut Criterion) {
     let mut store = Store::open(&direct_db, &StoreConfig::default()).expect("direct store");
     let rt = client_rt();
     let mut client = daemon.client(&rt);
-    let mut polling = daemon.client_polling(&rt, Duration::from_micros(200));
+    let mut no_poll = daemon.client_no_poll(&rt);
     let mut n = 0u64;
 
     let mut g = c.benchmark_group("daemon_latency");
@@ -177,14 +184,14 @@ fn bench_latency(c: &mut Criterion) {
                 .expect("create")
         })
     });
-    // The same with the client polling for its reply instead of sleeping (busy_poll).
-    g.bench_function(BenchmarkId::new("ping", "daemon_busy_poll"), |b| {
-        b.iter(|| rt.block_on(polling.ping()).expect("ping"))
+    // The same with the client sleeping until its reply comes (busy_poll off).
+    g.bench_function(BenchmarkId::new("ping", "daemon_no_poll"), |b| {
+        b.iter(|| rt.block_on(no_poll.ping()).expect("ping"))
     });
-    g.bench_function(BenchmarkId::new("create", "daemon_busy_poll"), |b| {
+    g.bench_function(BenchmarkId::new("create", "daemon_no_poll"), |b| {
         b.iter(|| {
             n += 1;
-            rt.block_on(polling.create(create(format!("bench {n}"))))
+            rt.block_on(no_poll.create(create(format!("bench {n}"))))
                 .expect("create")
         })
     });
@@ -332,6 +339,14 @@ fn bench_aggregate(c: &mut Criterion) {
         g.throughput(Throughput::Elements(agents as u64));
         let mut clients: Vec<Client> = (0..agents).map(|_| daemon.client(&rt)).collect();
         g.bench_function(BenchmarkId::new("daemon", agents), |b| {
+            b.iter_custom(|iters| {
+                round += 1;
+                daemon_round(&rt, &mut clients, iters, round)
+            })
+        });
+        drop(clients);
+        let mut clients: Vec<Client> = (0..agents).map(|_| daemon.client_no_poll(&rt)).collect();
+        g.bench_function(BenchmarkId::new("daemon_no_poll", agents), |b| {
             b.iter_custom(|iters| {
                 round += 1;
                 daemon_round(&rt, &mut clients, iters, round)

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc_daemon::client::{Client, ClientConfig, ClientError, Mode, MAX_BUSY_POLL};
+use rpc_daemon::client::{
+    Client, ClientConfig, ClientError, Mode, DEFAULT_BUSY_POLL, MAX_BUSY_POLL,
+};
 use rpc_daemon::error::{ApiError, Code};
 use rpc_daemon::model::{CreateArgs, Dep, DepKind, ListArgs, Op, Reply, Status, UpdateArgs};
 use rpc_daemon::proto::{
@@ -827,16 +829,26 @@ async fn a_busy_polling_client_gets_the_same_replies_and_its_poll_is_bounded() {
         assert_eq!(e.api_code(), Some(Code::InvalidField), "{e}");
         assert!(e.to_string().contains("busy_poll of 1.001ms"), "{e}");
 
-        let mut polling = cfg(dir.path(), Mode::DaemonOnly);
-        polling.busy_poll = Duration::from_micros(200);
+        // The default polls; the same script with polling off, against a daemon of its own,
+        // and directly on a file must give the same replies.
+        let polling = cfg(dir.path(), Mode::DaemonOnly);
+        assert_eq!(polling.busy_poll, DEFAULT_BUSY_POLL);
         let mut polling = Client::connect(polling).await.unwrap();
         let a = run_script(&mut polling).await;
+        let quiet_dir = tempfile::tempdir().unwrap();
+        let quiet_daemon = RealDaemon::start(quiet_dir.path()).await;
+        let mut quiet = cfg(quiet_dir.path(), Mode::DaemonOnly);
+        quiet.busy_poll = Duration::ZERO;
+        let mut quiet = Client::connect(quiet).await.unwrap();
+        let b = run_script(&mut quiet).await;
         let direct_dir = tempfile::tempdir().unwrap();
         let mut direct = Client::connect(cfg(direct_dir.path(), Mode::Direct))
             .await
             .unwrap();
-        let b = run_script(&mut direct).await;
-        assert_eq!(a, b);
+        let c = run_script(&mut direct).await;
+        assert_eq!(a, c);
+        assert_eq!(b, c);
+        quiet_daemon.stop().await;
         daemon.stop().await;
     })
     .await
