@@ -75,9 +75,11 @@ pub struct ClientConfig {
     /// Connection settings of direct mode.
     pub store: StoreConfig,
     /// After sending a request, look for the reply without sleeping for up to this long
-    /// before waiting for it the usual way, but only while this connection's replies come
-    /// within this long on average (a moving average, weight 1/8, of the time from sending
-    /// to reading the reply). Default [`DEFAULT_BUSY_POLL`]; zero never polls.
+    /// before waiting for it the usual way. Only on a current-thread tokio runtime (the
+    /// thread of one agent waiting for its reply anyway: on a multi-thread runtime a poll
+    /// would hold a worker other tasks need), and only while this connection's replies
+    /// come within this long on average (a moving average, weight 1/8, of the time from
+    /// sending to reading the reply). Default [`DEFAULT_BUSY_POLL`]; zero never polls.
     /// On virtual machines a sleeping thread can take tens of microseconds to wake up,
     /// which is most of a lone client's round trip; polling saves that at the price of
     /// this thread staying on its core (yielding it to anything else runnable) until the
@@ -684,7 +686,7 @@ impl DaemonConn {
             Err(e) => return Err(Failure::NotSent(io::Error::other(e.to_string()))),
         }
         let sent = Instant::now();
-        if self.pace.polls(self.busy_poll) {
+        if self.pace.polls(self.busy_poll) && on_current_thread_runtime() {
             poll_for_reply(stream, self.busy_poll);
         }
         let frame = match read_frame(stream, MAX_FRAME_BYTES).await {
@@ -750,6 +752,13 @@ fn frame_error(what: &str, e: FrameError) -> ClientError {
         FrameError::Io(e) => ClientError::Io(io::Error::new(e.kind(), format!("{what}: {e}"))),
         other => ClientError::Protocol(format!("{what}: {other}")),
     }
+}
+
+/// Whether the calling task runs on a current-thread tokio runtime, the only kind where a
+/// client busy-polls ([`ClientConfig::busy_poll`]).
+fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// A moving average (weight 1/8) of the time from sending a request to reading its reply,
