@@ -12,8 +12,12 @@ mod daemon_overload;
 mod daemon_soak;
 mod daemon_timeouts;
 mod maxrps_sim;
+mod multitier;
 mod timer;
 mod usl_sim;
+mod vector_100k;
+mod vector_concurrent;
+mod vector_peer;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -37,6 +41,10 @@ pub static SUITES: &[&dyn Suite] = &[
     &daemon_soak::DaemonSoak,
     &daemon_batch::DaemonBatch,
     &daemon_badinput::DaemonBadInput,
+    &multitier::Multitier,
+    &vector_concurrent::VectorConcurrent,
+    &vector_100k::Vector100k,
+    &vector_peer::VectorPeer,
 ];
 
 /// How big a run is.
