@@ -278,6 +278,35 @@ fn shared_distance_ok(hit: &Hit, query: &[f32], known: &[Vec<f32>]) -> bool {
 // ---------------------------------------------------------------------------------------
 // The small indices
 
+/// Checks that the vector `v` just added under `id` to `index` (named `name` in reports) is
+/// found by itself: a k=1 search returns `id` at distance ≈ 0. A miss is re-checked with
+/// exact search to tell a graph miss from a lost vector; either is a fault.
+fn self_check(index: &Index, name: &str, sh: &Shared, id: u64, v: &[f32]) {
+    match index.search(v, 1, None, &[]) {
+        Ok(hits) => {
+            let ok = hits
+                .first()
+                .is_some_and(|h| h.id == id && h.distance <= SELF_EPS);
+            if !ok {
+                let exact = index.exact_search(v, 1, &[]);
+                let lost = !matches!(&exact, Ok(e) if e.first().is_some_and(|h| h.id == id));
+                sh.faults.report(
+                    if lost {
+                        "live vector lost (exact search misses it too)"
+                    } else {
+                        "live vector not found by itself (graph miss; exact finds it)"
+                    },
+                    format!(
+                        "{name}: id {id} right after its add returned: search(k=1) gave {hits:?}, exact {exact:?}; stats {:?}",
+                        index.stats()
+                    ),
+                );
+            }
+        }
+        Err(e) => sh.faults.report("search error", format!("{name}: {e}")),
+    }
+}
+
 struct Small {
     name: &'static str,
     index: Index,
@@ -365,32 +394,7 @@ impl Small {
     }
 
     fn self_check(&self, sh: &Shared, id: u64, v: &[f32]) {
-        match self.index.search(v, 1, None, &[]) {
-            Ok(hits) => {
-                let ok = hits
-                    .first()
-                    .is_some_and(|h| h.id == id && h.distance <= SELF_EPS);
-                if !ok {
-                    let exact = self.index.exact_search(v, 1, &[]);
-                    let lost = !matches!(&exact, Ok(e) if e.first().is_some_and(|h| h.id == id));
-                    sh.faults.report(
-                        if lost {
-                            "live vector lost (exact search misses it too)"
-                        } else {
-                            "live vector not found by itself (graph miss; exact finds it)"
-                        },
-                        format!(
-                            "{}: id {id} right after its add returned: search(k=1) gave {hits:?}, exact {exact:?}; stats {:?}",
-                            self.name,
-                            self.index.stats()
-                        ),
-                    );
-                }
-            }
-            Err(e) => sh
-                .faults
-                .report("search error", format!("{}: {e}", self.name)),
-        }
+        self_check(&self.index, self.name, sh, id, v);
     }
 
     fn readder(&self, sh: &Shared, mut rng: Rng) {
@@ -597,29 +601,7 @@ impl Large {
     }
 
     fn self_check(&self, sh: &Shared, id: u64, v: &[f32]) {
-        match self.index.search(v, 1, None, &[]) {
-            Ok(hits) => {
-                let ok = hits
-                    .first()
-                    .is_some_and(|h| h.id == id && h.distance <= SELF_EPS);
-                if !ok {
-                    let exact = self.index.exact_search(v, 1, &[]);
-                    let lost = !matches!(&exact, Ok(e) if e.first().is_some_and(|h| h.id == id));
-                    sh.faults.report(
-                        if lost {
-                            "live vector lost (exact search misses it too)"
-                        } else {
-                            "live vector not found by itself (graph miss; exact finds it)"
-                        },
-                        format!(
-                            "large: id {id} right after its add returned: search(k=1) gave {hits:?}, exact {exact:?}; stats {:?}",
-                            self.index.stats()
-                        ),
-                    );
-                }
-            }
-            Err(e) => sh.faults.report("search error", format!("large: {e}")),
-        }
+        self_check(&self.index, "large", sh, id, v);
     }
 
     fn add_slot(&self, sh: &Shared, slot: usize, v: &[f32]) {
