@@ -1,40 +1,61 @@
 //! The index: an `hnsw_rs` graph behind a map of live ids, with tombstones, a rebuild that
-//! swaps in a fresh graph without blocking searches, exact answers for small indices and a
-//! fallback that keeps every answer's length exact.
+//! swaps in a fresh graph without blocking searches, a compact read-only copy of the graph
+//! that searches run on, exact answers for small indices and a fallback that keeps every
+//! answer's length exact.
 //!
 //! State, all under one `RwLock` held only for map updates and result filtering (never for a
-//! graph insert, except the short final replay of a rebuild):
+//! graph insert or a search, except the short final replay of a rebuild):
 //!
 //! - `live`: id → (point, vector). A *point* is the id a vector has inside the graph; every
 //!   insert gets a fresh one (a `usize` counter, never reused), so a re-added id leaves its old
 //!   point behind as a tombstone instead of a duplicate data id the graph could return.
 //! - `points`: point → id for every point of the current graph, live or tombstoned. A graph
 //!   hit is live when `live[id].point == point`.
-//! - `graph`: `Arc` of the current graph. Adds insert into it after releasing the lock;
-//!   searches clone the `Arc` and search without any lock of ours.
+//! - `graph`: `Arc` of the current graph. Adds insert into it after releasing the lock.
+//! - `copy`: `Arc` of the latest compact copy of `graph` ([`crate::flat`]), which searches
+//!   several times faster than `hnsw_rs` and links back points `hnsw_rs` left unreachable.
+//!   Searches clone the `Arc` and search without any lock of ours.
+//! - `delta`: points of `graph` the copy cannot be trusted to return (added after the copy
+//!   began, isolated in it, or orphans it does not find). A search of the copy checks them
+//!   exactly. A new copy is made in the background once the delta grows past
+//!   `max(128, live / 512)` points; while it exceeds `max(256, live / 256)` searches use the
+//!   graph itself.
 //! - `rebuild_log`: while a rebuild builds, the (point, vector) of every add, replayed onto
 //!   the new graph before the swap. Removes need no log: liveness lives in `live`.
 //! - `orphans`: points of the current graph that a search for their own vector did not find
-//!   right after their insert; every graph search checks them exactly.
+//!   right after their insert; every search of the graph itself checks them exactly.
+//! - `pending`: points registered whose graph insert has not finished; every search of the
+//!   graph itself checks them exactly (the copy has them in its delta).
+//!
+//! A graph hit on a point whose id has since been re-added stands for the id's current
+//! vector, measured exactly, so a search racing a re-add finds the id at its old or its new
+//! vector, never neither.
 //!
 //! Points keep their number across a rebuild, so a hit from an old graph still maps to the
-//! right id (or to nothing, if its point is gone) after a swap.
+//! right id (or to nothing, if its point is gone) after a swap. A search that finds the graph
+//! or the copy swapped between its search and its filtering searches again.
 //!
-//! Lock order: `rebuild_lock`, then `state`, then a graph's insert gate. Nothing runs rayon
+//! Lock order: `maintenance`, then `state`, then a graph's insert gate. Nothing runs rayon
 //! work while holding `state` (a rayon worker could be a searcher waiting for it).
+//!
+//! Under `--cfg loom` the locks and atomics are loom's ([`crate::sync`]), the graph and its
+//! copy are exact models ([`crate::graph`]) and no background thread is started; the models
+//! in `tests/loom_index.rs` drive [`Index::rebuild`] and [`Index::freeze`] themselves.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
-use hnsw_rs::prelude::{DistL2, Distance, Hnsw};
-use rayon::prelude::*;
+use hnsw_rs::prelude::{DistL2, Distance};
 use serde::Serialize;
 
 use crate::error::VectorError;
-use crate::params::{IndexParams, Metric, MAX_EF, MAX_LAYER};
+use crate::graph::{Frozen, Graph, VERIFY_EF};
+use crate::params::{IndexParams, Metric, MAX_EF};
+use crate::sync::{
+    lock, read, try_lock, write, AtomicBool, AtomicU64, Mutex, Ordering as AtomicOrdering, RwLock,
+};
 
 /// The caller's id of a vector.
 pub type Id = u64;
@@ -43,26 +64,30 @@ pub type Id = u64;
 /// layer with an `i32`; this stays far below that.
 pub const MAX_POINTS: usize = 1 << 30;
 
-/// Batches at least this large are inserted with `hnsw_rs`'s rayon-parallel insert.
-const PARALLEL_INSERT_MIN: usize = 256;
-
-/// A graph's first this many inserts run one at a time (see [`Graph`]).
-const SEQUENTIAL_PREFIX: usize = 1024;
-
-/// Results a reachability self-search asks for (more than 1, to see past duplicates).
-const VERIFY_K: usize = 8;
-
-/// The `ef` of a reachability self-search.
-const VERIFY_EF: usize = 16;
-
 /// Rounds of off-lock replay before a rebuild's final, locked replay.
 const REPLAY_ROUNDS_MAX: usize = 8;
 
 /// A replay batch this small is left for the final, locked round.
 const REPLAY_LOCKED_MAX: usize = 64;
 
-/// Rebuilds one background scheduling runs back to back at most (when churn outpaces it).
-const BACKGROUND_REBUILDS_MAX: usize = 3;
+/// Rebuilds or copies one background thread runs back to back at most.
+const MAINTENANCE_ROUNDS_MAX: usize = 4;
+
+/// A batch at least this large makes its copy before `add_batch` returns.
+const COPY_AFTER_BATCH_MIN: usize = 256;
+
+/// Each copy audits one in this many older points (see `copy_graph`).
+const AUDIT_SHARDS: usize = 8;
+
+/// Delta points that start a new copy: `max(COPY_DELTA_MIN, live / COPY_DELTA_DIV)` more
+/// than right after the last copy.
+const COPY_DELTA_MIN: usize = 128;
+const COPY_DELTA_DIV: usize = 512;
+
+/// Most delta points a search of the copy checks exactly: `max(SEARCH_DELTA_MIN, live /
+/// SEARCH_DELTA_DIV)`; beyond it, searches use the graph.
+const SEARCH_DELTA_MIN: usize = 256;
+const SEARCH_DELTA_DIV: usize = 256;
 
 /// One search result.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -84,113 +109,31 @@ pub struct IndexStats {
     pub graph_points: usize,
     /// Rebuilds completed (forced or triggered by the tombstone threshold).
     pub rebuilds: u64,
+    /// Compact copies of the graph made (see [`Index::freeze`]).
+    pub copies: u64,
+    /// Points of the current copy.
+    pub copy_points: usize,
+    /// Points a search of the copy checks exactly (added since it was made, or not reachable
+    /// in it).
+    pub copy_delta: usize,
     /// Searches answered by brute force (small index, large k, or [`Index::exact_search`]).
     pub exact_searches: u64,
-    /// Searches answered through the graph (fallbacks included).
+    /// Searches answered through the graph or its copy (fallbacks included).
     pub graph_searches: u64,
+    /// Of `graph_searches`, those answered through the copy.
+    pub copy_searches: u64,
     /// Graph searches that came up short of `min(k, live non-excluded)` twice and were
     /// answered exactly instead.
     pub fallbacks: u64,
     /// Graph points a search for their own vector did not find right after their insert
-    /// (live or not). Every search checks them exactly, on top of the graph.
+    /// (live or not). Every search of the graph checks them exactly.
     pub orphans: usize,
+    /// Incoming links the current copy added to points `hnsw_rs` left without one.
+    pub copy_repairs: usize,
 }
 
-/// One `hnsw_rs` graph, with a gate that makes its first inserts one at a time.
-///
-/// `hnsw_rs` races on an empty graph (read in its `insert_slice`): when two first inserts
-/// overlap, the one numbered 1 can see the other already set as entry point and return
-/// early, without a single link: unreachable for good. Racing inserts into a graph of a few
-/// points also build a poorer skeleton (recall on clustered test data dropped from 0.97 to
-/// 0.86–0.97 with a parallel build from empty). So until `SEQUENTIAL_PREFIX` inserts have
-/// *completed*, inserts take the gate.
-struct Graph {
-    hnsw: Hnsw<'static, f32, DistL2>,
-    completed: AtomicUsize,
-    gate: Mutex<()>,
-}
-
-impl Graph {
-    fn new(params: &IndexParams, expected_points: usize) -> Graph {
-        // Every value here was validated by `IndexParams::validate`: m in 2..=128 (hnsw_rs
-        // exits above 256), max_layer fixed at 16 (it aborts at 0), ef_construction >=
-        // max(m, 8).
-        Graph {
-            hnsw: Hnsw::new(
-                params.m,
-                expected_points.max(1024),
-                MAX_LAYER,
-                params.ef_construction,
-                DistL2,
-            ),
-            completed: AtomicUsize::new(0),
-            gate: Mutex::new(()),
-        }
-    }
-
-    fn insert(&self, vector: &[f32], point: usize) {
-        if self.completed.load(AtomicOrdering::Acquire) < SEQUENTIAL_PREFIX {
-            let _gate = lock(&self.gate);
-            self.hnsw.insert_slice((vector, point));
-            self.completed.fetch_add(1, AtomicOrdering::Release);
-        } else {
-            self.hnsw.insert_slice((vector, point));
-            self.completed.fetch_add(1, AtomicOrdering::Release);
-        }
-    }
-
-    /// Inserts one at a time through the gate while it is closed, then rayon-parallel.
-    fn insert_all(&self, items: &[(usize, Arc<[f32]>)]) {
-        let mut rest = items;
-        while let Some(((point, vector), tail)) = rest.split_first() {
-            if self.completed.load(AtomicOrdering::Acquire) >= SEQUENTIAL_PREFIX {
-                break;
-            }
-            self.insert(vector, *point);
-            rest = tail;
-        }
-        if rest.len() >= PARALLEL_INSERT_MIN {
-            let slices: Vec<(&[f32], usize)> = rest.iter().map(|(p, v)| (&v[..], *p)).collect();
-            self.hnsw.parallel_insert_slice(&slices);
-            self.completed
-                .fetch_add(rest.len(), AtomicOrdering::Release);
-        } else {
-            for (point, vector) in rest {
-                self.insert(vector, *point);
-            }
-        }
-    }
-
-    /// True if a search for `vector` finds `point`: it is reachable from the entry point.
-    /// Searches with `ef`, then (rarely needed) 4 × `ef` before saying no.
-    fn finds(&self, vector: &[f32], point: usize, ef: usize) -> bool {
-        [ef, ef.saturating_mul(4)].into_iter().any(|ef| {
-            self.hnsw
-                .search(vector, VERIFY_K, ef)
-                .iter()
-                .any(|n| n.d_id == point)
-        })
-    }
-
-    /// The points of `items` a search for their own vector does not find; rayon-parallel
-    /// when `parallel` and there are many (never under our lock: a rayon worker could be
-    /// waiting for it).
-    fn unreachable(&self, items: &[(usize, Arc<[f32]>)], ef: usize, parallel: bool) -> Vec<usize> {
-        if parallel && items.len() >= PARALLEL_INSERT_MIN {
-            items
-                .par_iter()
-                .filter(|(p, v)| !self.finds(v, *p, ef))
-                .map(|(p, _)| *p)
-                .collect()
-        } else {
-            items
-                .iter()
-                .filter(|(p, v)| !self.finds(v, *p, ef))
-                .map(|(p, _)| *p)
-                .collect()
-        }
-    }
-}
+/// A graph point and its vector.
+type Item = (usize, Arc<[f32]>);
 
 /// A live id's current point and vector.
 struct Entry {
@@ -203,10 +146,22 @@ struct State {
     live: HashMap<Id, Entry>,
     points: HashMap<usize, Id>,
     graph: Arc<Graph>,
+    copy: Option<Arc<Frozen>>,
+    delta: Vec<usize>,
+    /// `delta.len()` right after the copy was installed (the part a new copy will not shrink).
+    delta_floor: usize,
+    /// Points below this number were checked (found by their own vector, or linked in) by a
+    /// copy of the current graph; the next copy checks the rest.
+    checked_below: usize,
+    /// The audit shard the next copy checks (see `copy_graph`).
+    audit: usize,
     /// Points of the current graph its own search did not find right after their insert
     /// (`hnsw_rs` can drop every link to a new point while pruning its neighbours' lists).
-    /// Searches check them exactly, so every vector is found by itself after its add.
     orphans: HashSet<usize>,
+    /// Points registered whose graph insert has not finished: every search of the graph
+    /// itself checks them exactly (the copy has them in its delta), so an add in flight
+    /// never hides both the id's old vector (already replaced) and its new one.
+    pending: HashSet<usize>,
     next_point: usize,
     rebuild_log: Option<Vec<(usize, Arc<[f32]>)>>,
 }
@@ -222,12 +177,29 @@ impl State {
             && tombstones as f64 > params.rebuild_ratio * self.live.len() as f64
     }
 
+    /// True when the delta has grown enough since the last copy to make a new one.
+    fn needs_copy(&self, params: &IndexParams) -> bool {
+        let live = self.live.len();
+        live >= params.exact_below
+            && (self.copy.is_none()
+                || self.delta.len().saturating_sub(self.delta_floor)
+                    > COPY_DELTA_MIN.max(live / COPY_DELTA_DIV))
+    }
+
+    /// True when searches should use the copy (it exists and its delta is small).
+    fn copy_usable(&self) -> bool {
+        self.copy.is_some()
+            && self.delta.len() <= SEARCH_DELTA_MIN.max(self.live.len() / SEARCH_DELTA_DIV)
+    }
+
     /// Gives `vector` a fresh point under `id`; returns the point and whether an older
     /// vector of `id` was replaced.
     fn register(&mut self, id: Id, vector: &Arc<[f32]>) -> (usize, bool) {
         let point = self.next_point;
         self.next_point += 1;
         self.points.insert(point, id);
+        self.delta.push(point);
+        self.pending.insert(point);
         let old = self.live.insert(
             id,
             Entry {
@@ -240,26 +212,93 @@ impl State {
         }
         (point, old.is_some())
     }
+
+    /// The live vector of `point`, if `point` is its id's current point.
+    fn live_vector(&self, point: usize) -> Option<(Id, &Arc<[f32]>)> {
+        let id = *self.points.get(&point)?;
+        let entry = self.live.get(&id)?;
+        (entry.point == point).then_some((id, &entry.vector))
+    }
+
+    /// point → vector of every live id.
+    fn live_vectors(&self) -> HashMap<usize, Arc<[f32]>> {
+        self.live
+            .values()
+            .map(|e| (e.point, Arc::clone(&e.vector)))
+            .collect()
+    }
 }
 
-/// What the index shares with its background rebuild thread.
+/// A copy of a graph and the points a search of it must check exactly (those of
+/// `vectors` it does not hold, its isolated points, and the orphans it does not find).
+struct Copy {
+    frozen: Arc<Frozen>,
+    uncovered: Vec<usize>,
+    /// Points a search of the copy missed before they were linked in: orphans from now on.
+    missed: Vec<usize>,
+}
+
+/// Copies `graph` (off-lock). `vectors`: point → vector of the points that were live when
+/// the copy began; `orphans`: the graph's orphans then. Checked, by a search of the copy for
+/// their own vector: the orphans, the live points numbered `check_from` or more (those no
+/// earlier copy of this graph checked), and the audit shard `audit` (every point whose number
+/// is `audit` modulo [`AUDIT_SHARDS`]: later inserts can prune the links that made an older
+/// point findable). Those the search misses are linked in from where it ends (and become
+/// orphans, so every later copy links them in again); if still missed, they are checked
+/// exactly beside the copy.
+fn copy_graph(
+    graph: &Graph,
+    vectors: &HashMap<usize, Arc<[f32]>>,
+    orphans: &HashSet<usize>,
+    check_from: usize,
+    audit: usize,
+) -> Copy {
+    let mut frozen = graph.freeze(|point| vectors.get(&point).map(Arc::clone));
+    let to_check: Vec<(usize, Arc<[f32]>)> = vectors
+        .iter()
+        .filter(|(p, _)| **p >= check_from || **p % AUDIT_SHARDS == audit || orphans.contains(p))
+        .map(|(p, v)| (*p, Arc::clone(v)))
+        .collect();
+    let missed_first = frozen.misses(&to_check);
+    let mut missed = Vec::new();
+    if !missed_first.is_empty() {
+        frozen.link_in(&missed_first);
+        let again: Vec<(usize, Arc<[f32]>)> = missed_first
+            .iter()
+            .filter_map(|p| vectors.get(p).map(|v| (*p, Arc::clone(v))))
+            .collect();
+        missed = frozen.misses(&again);
+    }
+    let mut uncovered: Vec<usize> = vectors
+        .keys()
+        .filter(|p| !frozen.contains(**p))
+        .copied()
+        .collect();
+    uncovered.extend(frozen.isolated().iter().filter(|p| vectors.contains_key(p)));
+    uncovered.extend(missed);
+    uncovered.sort_unstable();
+    uncovered.dedup();
+    Copy {
+        frozen: Arc::new(frozen),
+        uncovered,
+        missed: missed_first,
+    }
+}
+
+/// What the index shares with its background maintenance thread.
 struct Inner {
     params: IndexParams,
     state: RwLock<State>,
-    /// Held for the whole of a rebuild: one at a time.
-    rebuild_lock: Mutex<()>,
-    /// A background rebuild thread exists (so mutations do not spawn another).
-    rebuild_scheduled: AtomicBool,
+    /// Held for the whole of a rebuild or a copy: one at a time.
+    maintenance: Mutex<()>,
+    /// A background maintenance thread exists (so mutations do not spawn another).
+    maintenance_scheduled: AtomicBool,
     rebuilds: AtomicU64,
+    copies: AtomicU64,
     exact_searches: AtomicU64,
     graph_searches: AtomicU64,
+    copy_searches: AtomicU64,
     fallbacks: AtomicU64,
-}
-
-/// An HNSW index of `f32` vectors under caller-chosen ids. `Send + Sync`: share it (e.g. in
-/// an `Arc`) and call every method from any thread.
-pub struct Index {
-    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Index {
@@ -271,16 +310,10 @@ impl std::fmt::Debug for Index {
     }
 }
 
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// An HNSW index of `f32` vectors under caller-chosen ids. `Send + Sync`: share it (e.g. in
+/// an `Arc`) and call every method from any thread.
+pub struct Index {
+    inner: Arc<Inner>,
 }
 
 /// A candidate result ordered by (distance, id), with a total order on `f32`.
@@ -336,6 +369,40 @@ impl Excluded {
             .iter()
             .filter(|id| state.live.contains_key(id))
             .count()
+    }
+}
+
+/// Which structure a search walks.
+enum Walk {
+    Graph(Arc<Graph>),
+    Copy(Arc<Frozen>),
+}
+
+impl Walk {
+    fn search(&self, query: &[f32], knbn: usize, ef: usize) -> Vec<(usize, f32)> {
+        match self {
+            Walk::Graph(graph) => graph.search(query, knbn, ef),
+            Walk::Copy(copy) => copy.search(query, knbn, ef),
+        }
+    }
+
+    /// True if `state` still holds this graph or copy (and, for a copy, its delta).
+    fn is_current(&self, state: &State) -> bool {
+        match self {
+            Walk::Graph(graph) => Arc::ptr_eq(graph, &state.graph),
+            Walk::Copy(copy) => state
+                .copy
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(copy, current)),
+        }
+    }
+
+    /// The points checked exactly beside this walk.
+    fn beside<'a>(&self, state: &'a State) -> Box<dyn Iterator<Item = usize> + 'a> {
+        match self {
+            Walk::Graph(_) => Box::new(state.orphans.union(&state.pending).copied()),
+            Walk::Copy(_) => Box::new(state.delta.iter().copied()),
+        }
     }
 }
 
@@ -407,33 +474,41 @@ impl Inner {
             .collect()
     }
 
-    /// The `ef` of the self-search that checks a new point is reachable. Small: a reachable
-    /// point is nearly always found by a search for its own vector at once (on the bench's
-    /// data 0.4 % were not at ef 16, none at ef 64, which `Graph::finds` tries next).
-    fn verify_ef(&self) -> usize {
-        VERIFY_EF
-    }
-
-    /// Checks that `graph` finds each of `items` by its own vector; records those it does not
-    /// as orphans, if `graph` is still the current one (a rebuild checks its own graph).
-    fn check_reachable(&self, graph: &Arc<Graph>, items: &[(usize, Arc<[f32]>)]) {
-        let unreachable = graph.unreachable(items, self.verify_ef(), true);
-        if unreachable.is_empty() {
-            return;
-        }
+    /// After `items` were inserted into `graph`: checks that it finds each by its own vector,
+    /// records those it does not as orphans (and as delta points of the copy) if `graph` is
+    /// still the current one (a rebuild checks its own graph), and ends their pending state.
+    fn finish_inserts(&self, graph: &Arc<Graph>, items: &[(usize, Arc<[f32]>)]) {
+        let unreachable = graph.unreachable(items, VERIFY_EF, true);
         let mut state = write(&self.state);
-        if Arc::ptr_eq(&state.graph, graph) {
+        for (point, _) in items {
+            state.pending.remove(point);
+        }
+        if !unreachable.is_empty() && Arc::ptr_eq(&state.graph, graph) {
+            state.delta.extend(unreachable.iter().copied());
             state.orphans.extend(unreachable);
         }
     }
 
-    fn schedule_rebuild(self: &Arc<Inner>) {
-        if self.rebuild_scheduled.swap(true, AtomicOrdering::AcqRel) {
+    /// True when a rebuild or a new copy is due.
+    fn maintenance_due(&self) -> bool {
+        let state = read(&self.state);
+        state.needs_rebuild(&self.params) || state.needs_copy(&self.params)
+    }
+
+    /// Starts a background thread that rebuilds and copies the graph while either is due (at
+    /// most `MAINTENANCE_ROUNDS_MAX` rounds), unless one exists. Under loom, does nothing:
+    /// the models call [`Index::rebuild`] and [`Index::freeze`] themselves.
+    fn schedule_maintenance(self: &Arc<Inner>) {
+        if cfg!(loom)
+            || self
+                .maintenance_scheduled
+                .swap(true, AtomicOrdering::AcqRel)
+        {
             return;
         }
         let inner = Arc::clone(self);
         let spawned = std::thread::Builder::new()
-            .name("vector-index-rebuild".to_string())
+            .name("vector-index-maintenance".to_string())
             .spawn(move || {
                 // Cleared however the thread ends, so a later mutation can schedule again.
                 struct Unschedule<'a>(&'a AtomicBool);
@@ -442,32 +517,86 @@ impl Inner {
                         self.0.store(false, AtomicOrdering::Release);
                     }
                 }
-                let _unschedule = Unschedule(&inner.rebuild_scheduled);
-                for _ in 0..BACKGROUND_REBUILDS_MAX {
-                    if !read(&inner.state).needs_rebuild(&inner.params) {
+                let _unschedule = Unschedule(&inner.maintenance_scheduled);
+                for _ in 0..MAINTENANCE_ROUNDS_MAX {
+                    let (rebuild, copy) = {
+                        let state = read(&inner.state);
+                        (
+                            state.needs_rebuild(&inner.params),
+                            state.needs_copy(&inner.params),
+                        )
+                    };
+                    if rebuild {
+                        inner.rebuild_now();
+                    } else if copy {
+                        inner.copy_now();
+                    } else {
                         break;
                     }
-                    inner.rebuild_now();
                 }
             });
         if spawned.is_err() {
-            // No thread to be had: the next mutation over the threshold tries again.
-            self.rebuild_scheduled.store(false, AtomicOrdering::Release);
+            // No thread to be had: the next mutation that finds work due tries again.
+            self.maintenance_scheduled
+                .store(false, AtomicOrdering::Release);
         }
     }
 
+    /// Makes a fresh copy of the current graph off-lock and installs it, unless a rebuild
+    /// swapped the graph meanwhile. One maintenance job at a time.
+    fn copy_now(&self) {
+        let _one_at_a_time = lock(&self.maintenance);
+        self.copy_locked();
+    }
+
+    fn copy_locked(&self) {
+        let (graph, cut, vectors, orphans, check_from, audit) = {
+            let state = read(&self.state);
+            (
+                Arc::clone(&state.graph),
+                state.next_point,
+                state.live_vectors(),
+                state.orphans.clone(),
+                state.checked_below,
+                state.audit,
+            )
+        };
+        let copy = copy_graph(&graph, &vectors, &orphans, check_from, audit);
+        drop(vectors);
+        let mut state = write(&self.state);
+        if !Arc::ptr_eq(&state.graph, &graph) {
+            return;
+        }
+        // Points registered since the copy began, and orphans found since, stay in the delta.
+        let mut delta = copy.uncovered;
+        delta.extend(state.delta.iter().filter(|&&p| p >= cut));
+        delta.extend(state.orphans.iter().filter(|p| !orphans.contains(p)));
+        delta.sort_unstable();
+        delta.dedup();
+        state.delta_floor = delta.len();
+        state.delta = delta;
+        state.checked_below = cut;
+        state.audit = (audit + 1) % AUDIT_SHARDS;
+        state.orphans.extend(copy.missed);
+        let old = state.copy.replace(copy.frozen);
+        drop(state);
+        drop(old);
+        self.copies.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
     /// Builds a fresh graph from the live vectors off-lock, replays the adds made meanwhile,
-    /// and swaps it in. One at a time (`rebuild_lock`).
+    /// copies it, and swaps both in. One maintenance job at a time.
     fn rebuild_now(&self) {
-        let _one_at_a_time = lock(&self.rebuild_lock);
-        let snapshot: Vec<(usize, Arc<[f32]>)> = {
+        let _one_at_a_time = lock(&self.maintenance);
+        let (snapshot, cut): (Vec<Item>, usize) = {
             let mut state = write(&self.state);
             state.rebuild_log = Some(Vec::new());
-            state
+            let snapshot = state
                 .live
                 .values()
                 .map(|e| (e.point, Arc::clone(&e.vector)))
-                .collect()
+                .collect();
+            (snapshot, state.next_point)
         };
         // Should anything below unwind, stop logging adds for a rebuild that will not finish.
         struct StopLog<'a>(&'a RwLock<State>, bool);
@@ -480,48 +609,64 @@ impl Inner {
         }
         let mut stop_log = StopLog(&self.state, false);
 
-        let graph = Graph::new(&self.params, snapshot.len());
-        let verify_ef = self.verify_ef();
-        let mut inserted: Vec<usize> = snapshot.iter().map(|(p, _)| *p).collect();
+        let graph = Arc::new(Graph::new(&self.params, snapshot.len()));
         graph.insert_all(&snapshot);
-        let mut orphans = graph.unreachable(&snapshot, verify_ef, true);
-        drop(snapshot);
+        let mut orphans = graph.unreachable(&snapshot, VERIFY_EF, true);
+        let mut inserted: HashMap<usize, Arc<[f32]>> = snapshot.into_iter().collect();
 
         for _ in 0..REPLAY_ROUNDS_MAX {
             let batch = {
                 let mut state = write(&self.state);
-                match state.rebuild_log.as_mut() {
+                let mut batch = match state.rebuild_log.as_mut() {
                     Some(log) if log.len() > REPLAY_LOCKED_MAX => std::mem::take(log),
                     _ => break,
-                }
+                };
+                // Points replaced or removed since need no place in the new graph (one id
+                // re-added a thousand times during a rebuild is replayed once).
+                batch.retain(|(point, _)| state.live_vector(*point).is_some());
+                batch
             };
-            inserted.extend(batch.iter().map(|(p, _)| *p));
             graph.insert_all(&batch);
-            orphans.extend(graph.unreachable(&batch, verify_ef, true));
+            orphans.extend(graph.unreachable(&batch, VERIFY_EF, true));
+            inserted.extend(batch);
         }
+        let mut orphans: HashSet<usize> = orphans.into_iter().collect();
+        let copy = copy_graph(&graph, &inserted, &orphans, 0, 0);
+        orphans.extend(copy.missed.iter().copied());
 
         let mut state = write(&self.state);
-        let rest = state.rebuild_log.take().unwrap_or_default();
+        let mut rest = state.rebuild_log.take().unwrap_or_default();
+        rest.retain(|(point, _)| state.live_vector(*point).is_some());
         stop_log.1 = true;
         for (point, vector) in &rest {
             graph.insert(vector, *point);
-            inserted.push(*point);
         }
-        orphans.extend(graph.unreachable(&rest, verify_ef, false));
-        let mut points = HashMap::with_capacity(inserted.len());
-        for point in inserted {
+        orphans.extend(graph.unreachable(&rest, VERIFY_EF, false));
+        let mut delta = copy.uncovered;
+        delta.extend(rest.iter().map(|(p, _)| *p));
+        let mut points = HashMap::with_capacity(inserted.len() + rest.len());
+        for point in inserted.keys().copied().chain(rest.iter().map(|(p, _)| *p)) {
             // Every inserted point is still in `points`: only a swap removes any.
             if let Some(&id) = state.points.get(&point) {
                 points.insert(point, id);
             }
         }
+        delta.sort_unstable();
+        delta.dedup();
         state.points = points;
-        state.orphans = orphans.into_iter().collect();
-        let old = std::mem::replace(&mut state.graph, Arc::new(graph));
+        state.orphans = orphans;
+        state.delta_floor = delta.len();
+        state.delta = delta;
+        state.checked_below = cut;
+        let old_copy = state.copy.replace(copy.frozen);
+        let old = std::mem::replace(&mut state.graph, graph);
         drop(state);
-        // The old graph is freed here (or by the last search still holding it), off-lock.
+        // The old graph and copy are freed here (or by the last search holding them).
         drop(old);
+        drop(old_copy);
+        drop(inserted);
         self.rebuilds.fetch_add(1, AtomicOrdering::Relaxed);
+        self.copies.fetch_add(1, AtomicOrdering::Relaxed);
     }
 }
 
@@ -537,15 +682,23 @@ impl Index {
                     live: HashMap::new(),
                     points: HashMap::new(),
                     graph,
+                    copy: None,
+                    delta: Vec::new(),
+                    delta_floor: 0,
+                    checked_below: 0,
+                    audit: 0,
                     orphans: HashSet::new(),
+                    pending: HashSet::new(),
                     next_point: 0,
                     rebuild_log: None,
                 }),
-                rebuild_lock: Mutex::new(()),
-                rebuild_scheduled: AtomicBool::new(false),
+                maintenance: Mutex::new(()),
+                maintenance_scheduled: AtomicBool::new(false),
                 rebuilds: AtomicU64::new(0),
+                copies: AtomicU64::new(0),
                 exact_searches: AtomicU64::new(0),
                 graph_searches: AtomicU64::new(0),
+                copy_searches: AtomicU64::new(0),
                 fallbacks: AtomicU64::new(0),
             }),
         })
@@ -565,26 +718,29 @@ impl Index {
     /// search from then on (see [`IndexStats::orphans`]).
     pub fn add(&self, id: Id, vector: &[f32]) -> Result<(), VectorError> {
         let vector = self.inner.prepare(vector)?;
-        let (graph, point, rebuild) = {
+        let (graph, point, due) = {
             let mut state = write(&self.inner.state);
             if state.points.len() >= MAX_POINTS {
                 return Err(too_many_points(state.points.len(), 1));
             }
             let (point, replaced) = state.register(id, &vector);
-            let rebuild = replaced && state.needs_rebuild(&self.inner.params);
-            (Arc::clone(&state.graph), point, rebuild)
+            let due = (replaced && state.needs_rebuild(&self.inner.params))
+                || state.needs_copy(&self.inner.params);
+            (Arc::clone(&state.graph), point, due)
         };
         graph.insert(&vector, point);
-        self.inner.check_reachable(&graph, &[(point, vector)]);
-        if rebuild {
-            self.inner.schedule_rebuild();
+        self.inner.finish_inserts(&graph, &[(point, vector)]);
+        if due {
+            self.inner.schedule_maintenance();
         }
         Ok(())
     }
 
     /// Adds many vectors: validates every item first (on error nothing is added and the error
     /// is [`VectorError::BatchItem`], naming the item's position and id), then inserts them
-    /// in parallel. An id present twice in the batch gets its last vector.
+    /// in parallel. An id present twice in the batch gets its last vector. A batch of 256
+    /// or more makes a fresh copy of the graph before returning (unless a rebuild is under
+    /// way), so the searches after a bulk load are fast at once.
     pub fn add_batch(&self, items: &[(Id, Vec<f32>)]) -> Result<(), VectorError> {
         let mut prepared = Vec::with_capacity(items.len());
         for (index, (id, vector)) in items.iter().enumerate() {
@@ -626,9 +782,16 @@ impl Index {
             (Arc::clone(&state.graph), to_insert, rebuild)
         };
         graph.insert_all(&to_insert);
-        self.inner.check_reachable(&graph, &to_insert);
-        if rebuild {
-            self.inner.schedule_rebuild();
+        self.inner.finish_inserts(&graph, &to_insert);
+        if !rebuild && to_insert.len() >= COPY_AFTER_BATCH_MIN {
+            if let Some(_one_at_a_time) = try_lock(&self.inner.maintenance) {
+                if read(&self.inner.state).needs_copy(&self.inner.params) {
+                    self.inner.copy_locked();
+                }
+            }
+        }
+        if self.inner.maintenance_due() {
+            self.inner.schedule_maintenance();
         }
         Ok(())
     }
@@ -643,7 +806,7 @@ impl Index {
             (removed, removed && state.needs_rebuild(&self.inner.params))
         };
         if rebuild {
-            self.inner.schedule_rebuild();
+            self.inner.schedule_maintenance();
         }
         removed
     }
@@ -684,9 +847,10 @@ impl Index {
     /// and a query that is not a valid vector for the index.
     ///
     /// Below `exact_below` live points the answer is exact (brute force). Otherwise the
-    /// graph is searched for `k` plus the live excluded ids plus headroom for tombstones;
-    /// if the filtered answer is short it is retried once wider, then answered exactly
-    /// (counted in [`IndexStats::fallbacks`]).
+    /// graph's compact copy (or, while that is stale, the graph) is searched for `k` plus the
+    /// live excluded ids plus headroom for tombstones, and the points it may not reach are
+    /// checked exactly; if the filtered answer is short it is retried once wider, then
+    /// answered exactly (counted in [`IndexStats::fallbacks`]).
     pub fn search(
         &self,
         query: &[f32],
@@ -707,55 +871,73 @@ impl Index {
         let excluded = Excluded::new(exclude);
         let inner = &self.inner;
 
-        let (graph, mut knbn) = {
+        let mut knbn = {
             let state = read(&inner.state);
             let live = state.live.len();
-            let excluded_live = excluded.live_count(&state);
-            let want = k.saturating_add(excluded_live);
+            let want = k.saturating_add(excluded.live_count(&state));
             if live < inner.params.exact_below || want >= live {
                 inner.exact_searches.fetch_add(1, AtomicOrdering::Relaxed);
                 return Ok(inner.exact(&state, &query, k, &excluded));
             }
             // Headroom for tombstones, in proportion to their share of the graph.
             let headroom = (want as f64 * state.tombstones() as f64 / live as f64).ceil();
-            let knbn = (want as f64 + headroom + 2.0).min(state.points.len() as f64) as usize;
-            (Arc::clone(&state.graph), knbn.max(1))
+            ((want as f64 + headroom + 2.0).min(state.points.len() as f64) as usize).max(1)
         };
         inner.graph_searches.fetch_add(1, AtomicOrdering::Relaxed);
         let mut ef = ef.max(knbn);
-        for attempt in 0..2 {
-            let neighbours = graph.hnsw.search(&query, knbn, ef);
-            let state = read(&inner.state);
-            let target = k.min(state.live.len() - excluded.live_count(&state));
-            let mut hits = Vec::with_capacity(neighbours.len().min(k));
-            for n in &neighbours {
-                let point = n.d_id;
-                let Some(&id) = state.points.get(&point) else {
-                    continue;
-                };
-                let current = state.live.get(&id).is_some_and(|e| e.point == point);
-                if current && !excluded.contains(id) {
-                    hits.push(Hit {
-                        id,
-                        distance: inner.report(n.distance),
-                    });
+        for attempt in 0..3 {
+            let walk = {
+                let state = read(&inner.state);
+                match &state.copy {
+                    Some(copy) if state.copy_usable() => Walk::Copy(Arc::clone(copy)),
+                    _ => Walk::Graph(Arc::clone(&state.graph)),
                 }
+            };
+            if attempt == 0 && matches!(walk, Walk::Copy(_)) {
+                inner.copy_searches.fetch_add(1, AtomicOrdering::Relaxed);
             }
-            for &point in &state.orphans {
+            let neighbours = walk.search(&query, knbn, ef);
+            let state = read(&inner.state);
+            if !walk.is_current(&state) {
+                // Swapped between the search and now: the points to check beside it changed.
+                continue;
+            }
+            let target = k.min(state.live.len() - excluded.live_count(&state));
+            let mut hits = Vec::with_capacity(neighbours.len().min(k) + 8);
+            for &(point, distance) in &neighbours {
                 let Some(&id) = state.points.get(&point) else {
                     continue;
                 };
-                if let Some(entry) = state.live.get(&id) {
-                    if entry.point == point && !excluded.contains(id) {
+                let Some(entry) = state.live.get(&id) else {
+                    continue;
+                };
+                if excluded.contains(id) {
+                    continue;
+                }
+                // A point of a re-added id stands for the id's current vector, measured
+                // exactly: the walk may have run before the re-add and missed the new point.
+                let distance = if entry.point == point {
+                    distance
+                } else {
+                    DistL2.eval(&query, &entry.vector)
+                };
+                hits.push(Hit {
+                    id,
+                    distance: inner.report(distance),
+                });
+            }
+            for point in walk.beside(&state) {
+                if let Some((id, vector)) = state.live_vector(point) {
+                    if !excluded.contains(id) {
                         hits.push(Hit {
                             id,
-                            distance: inner.report(DistL2.eval(&query, &entry.vector)),
+                            distance: inner.report(DistL2.eval(&query, vector)),
                         });
                     }
                 }
             }
             sort_hits(&mut hits);
-            // An orphan may have become reachable since: keep each id once (its nearest).
+            // A point checked beside the walk may also have been found by it: each id once.
             let mut seen = HashSet::with_capacity(hits.len());
             hits.retain(|h| seen.insert(h.id));
             if hits.len() >= target {
@@ -763,7 +945,7 @@ impl Index {
                 return Ok(hits);
             }
             let graph_points = state.points.len();
-            if attempt == 0 && knbn >= graph_points {
+            if knbn >= graph_points {
                 break;
             }
             knbn = knbn
@@ -797,10 +979,20 @@ impl Index {
     }
 
     /// Rebuilds the graph now from the live vectors, dropping every tombstone, and swaps it
-    /// in. Searches, adds and removes go on meanwhile (adds are replayed onto the new graph
-    /// before the swap). If another rebuild is running, waits for it first.
+    /// (and a copy of it) in. Searches, adds and removes go on meanwhile (adds are replayed
+    /// onto the new graph before the swap). If a rebuild or copy is running, waits for it
+    /// first.
     pub fn rebuild(&self) {
         self.inner.rebuild_now();
+    }
+
+    /// Makes a fresh compact copy of the graph now and has searches use it. This happens by
+    /// itself in the background once enough points were added since the last copy, and at
+    /// the end of a large [`Index::add_batch`]; call it to have the next searches fast at
+    /// once after a run of single adds. Searches and mutations go on meanwhile. If a rebuild
+    /// or copy is running, waits for it first.
+    pub fn freeze(&self) {
+        self.inner.copy_now();
     }
 
     /// Sizes and counters at this instant.
@@ -812,10 +1004,15 @@ impl Index {
             tombstones: state.tombstones(),
             graph_points: state.points.len(),
             rebuilds: inner.rebuilds.load(AtomicOrdering::Relaxed),
+            copies: inner.copies.load(AtomicOrdering::Relaxed),
+            copy_points: state.copy.as_ref().map_or(0, |c| c.len()),
+            copy_delta: state.delta.len(),
             exact_searches: inner.exact_searches.load(AtomicOrdering::Relaxed),
             graph_searches: inner.graph_searches.load(AtomicOrdering::Relaxed),
+            copy_searches: inner.copy_searches.load(AtomicOrdering::Relaxed),
             fallbacks: inner.fallbacks.load(AtomicOrdering::Relaxed),
             orphans: state.orphans.len(),
+            copy_repairs: state.copy.as_ref().map_or(0, |c| c.repaired()),
         }
     }
 

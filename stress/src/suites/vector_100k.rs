@@ -390,6 +390,16 @@ impl Suite for Vector100k {
             p50_line.push([threads as f64, p50.max(0.001)]);
         }
         let stats = index.stats();
+        r.findings.push(format!(
+            "searches: {} through the graph's compact copy of {} made ({} on hnsw_rs's graph itself, {} exact); the copy checks {} points exactly beside it; {} orphans (points hnsw_rs's own search missed right after their insert), {} links added by the copy's repair",
+            stats.copy_searches,
+            stats.copies,
+            stats.graph_searches - stats.copy_searches,
+            stats.exact_searches,
+            stats.copy_delta,
+            stats.orphans,
+            stats.copy_repairs
+        ));
 
         // The seed, side by side.
         let full_scale = s.n == 100_000 && s.dim == 768;
