@@ -164,6 +164,13 @@ impl PartialEq for Scored {
 
 impl Eq for Scored {}
 
+/// Beam width of a search in layer 1; every node it ends with seeds the layer-0 search.
+/// Standard HNSW walks layer 1 greedily (width 1) and enters layer 0 at one node; on data
+/// of many tight clusters that one node can sit in the wrong cluster, with no layer-0 link
+/// out of it. Measured on the `multitier` corpus at 100,000 × 768 (420 clusters): a fill
+/// search found fewer than two of its cluster's workers in 0.29 % of runs with width 1.
+const LAYER1_EF: usize = 16;
+
 /// How a search goes down the upper layers to its layer-0 starting point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Descent {
@@ -532,11 +539,23 @@ impl FlatGraph {
             return Vec::new();
         }
         let ef = ef.max(k);
-        let Some((start, start_distance)) = self.descend(query, entry, descent) else {
+        let top = self.levels.get(entry as usize).copied().unwrap_or(0);
+        // Greedy: a beam in layer 1 (when there is one) whose results all seed layer 0.
+        let wide = descent == Descent::Greedy && top >= 1;
+        let lowest = if wide { 2 } else { 1 };
+        let Some((start, start_distance)) = self.descend(query, entry, descent, lowest) else {
             return Vec::new();
         };
         let run = |scratch: &mut Scratch| {
-            self.search_layer0(query, start, start_distance, ef, scratch);
+            let mut seeds = vec![Scored {
+                distance: start_distance,
+                node: start,
+            }];
+            if let (true, Some(layer1)) = (wide, self.upper.first()) {
+                self.beam(layer1, query, &seeds, LAYER1_EF, scratch);
+                seeds = std::mem::take(&mut scratch.results).into_vec();
+            }
+            self.beam(&self.layer0, query, &seeds, ef, scratch);
             let mut found = std::mem::take(&mut scratch.results).into_sorted_vec();
             found.truncate(k);
             let out = found
@@ -565,11 +584,17 @@ impl FlatGraph {
 
     /// Descent from `entry` through the upper layers (see [`Descent`]). Returns the layer-0
     /// starting node and its distance.
-    fn descend(&self, query: &[f32], entry: u32, descent: Descent) -> Option<(u32, f32)> {
+    fn descend(
+        &self,
+        query: &[f32],
+        entry: u32,
+        descent: Descent,
+        lowest: usize,
+    ) -> Option<(u32, f32)> {
         let mut current = entry;
         let mut current_distance = self.distance(query, entry)?;
         let top = self.levels.get(entry as usize).copied().unwrap_or(0);
-        for layer in (1..=usize::from(top)).rev() {
+        for layer in (lowest.max(1)..=usize::from(top)).rev() {
             let Some(csr) = self.upper.get(layer - 1) else {
                 continue;
             };
@@ -593,23 +618,21 @@ impl FlatGraph {
         Some((current, current_distance))
     }
 
-    /// The layer-0 beam search: leaves the best `ef` nodes found in `scratch.results`.
-    fn search_layer0(
-        &self,
-        query: &[f32],
-        start: u32,
-        start_distance: f32,
-        ef: usize,
-        scratch: &mut Scratch,
-    ) {
+    /// The beam search of one layer from `seeds`: leaves the best `ef` nodes found in
+    /// `scratch.results`.
+    fn beam(&self, layer: &Csr, query: &[f32], seeds: &[Scored], ef: usize, scratch: &mut Scratch) {
         scratch.begin(self.points.len());
-        scratch.visit(start);
-        let first = Scored {
-            distance: start_distance,
-            node: start,
-        };
-        scratch.candidates.push(Reverse(first));
-        scratch.results.push(first);
+        scratch.candidates.clear();
+        scratch.results.clear();
+        for &seed in seeds {
+            if scratch.visit(seed.node) {
+                scratch.candidates.push(Reverse(seed));
+                scratch.results.push(seed);
+                if scratch.results.len() > ef {
+                    scratch.results.pop();
+                }
+            }
+        }
         while let Some(Reverse(nearest)) = scratch.candidates.pop() {
             let worst = scratch.results.peek().map_or(f32::INFINITY, |s| s.distance);
             if nearest.distance > worst && scratch.results.len() >= ef {
@@ -620,7 +643,7 @@ impl FlatGraph {
             // prefetching one neighbour ahead); then their distances.
             let mut fresh = std::mem::take(&mut scratch.fresh);
             fresh.clear();
-            for &n in self.layer0.neighbours(nearest.node) {
+            for &n in layer.neighbours(nearest.node) {
                 if scratch.visit(n) {
                     self.prefetch(n);
                     fresh.push(n);
@@ -862,8 +885,8 @@ mod tests {
             let Some(entry) = flat.entry else {
                 panic!("no entry point")
             };
-            let greedy = flat.descend(q, entry, Descent::Greedy).map(|s| s.1);
-            let one_pass = flat.descend(q, entry, Descent::OnePass).map(|s| s.1);
+            let greedy = flat.descend(q, entry, Descent::Greedy, 1).map(|s| s.1);
+            let one_pass = flat.descend(q, entry, Descent::OnePass, 1).map(|s| s.1);
             assert!(greedy <= one_pass, "{greedy:?} > {one_pass:?}");
         }
         // Upper layers: the members of layer l are the dense numbers 0..members(l).
