@@ -28,8 +28,9 @@ pub(crate) const VERIFY_EF: usize = 16;
 
 #[cfg(not(loom))]
 mod real {
+    use std::mem::ManuallyDrop;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex, PoisonError};
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
     use hnsw_rs::prelude::{DistL2, Hnsw};
     use rayon::prelude::*;
@@ -59,9 +60,39 @@ mod real {
     /// 0.97 to 0.86–0.97 with a parallel build from empty). So until `SEQUENTIAL_PREFIX`
     /// inserts have *completed*, inserts take the gate.
     pub(crate) struct Graph {
-        hnsw: Hnsw<'static, f32, DistL2>,
+        /// Dropped on the drop pool (see `Drop for Graph`), never by whoever lets go last.
+        hnsw: ManuallyDrop<Hnsw<'static, f32, DistL2>>,
         completed: AtomicUsize,
         gate: Mutex<()>,
+    }
+
+    /// A one-thread rayon pool that frees old graphs. `hnsw_rs` frees a graph with a
+    /// rayon-parallel loop; run on the global pool, that waits for whatever the global pool
+    /// is doing, such as another index's parallel build: in `vector-concurrent` (full) a
+    /// re-add into a small index that let go of its old graph last waited 31 s for a large
+    /// index's rebuild. On this pool the free neither waits for nor blocks anyone.
+    fn drop_pool() -> Option<&'static rayon::ThreadPool> {
+        static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+        POOL.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "vector-index-drop".to_string())
+                .build()
+                .ok()
+        })
+        .as_ref()
+    }
+
+    impl Drop for Graph {
+        fn drop(&mut self) {
+            // SAFETY: `hnsw` is taken exactly once, here, and `self` is not used after.
+            let hnsw = unsafe { ManuallyDrop::take(&mut self.hnsw) };
+            match drop_pool() {
+                Some(pool) => pool.spawn(move || drop(hnsw)),
+                // No pool to be had: free it here, as before.
+                None => drop(hnsw),
+            }
+        }
     }
 
     impl Graph {
@@ -70,13 +101,13 @@ mod real {
             // (hnsw_rs exits above 256), max_layer fixed at 16 (it aborts at 0),
             // ef_construction >= max(m, 8).
             Graph {
-                hnsw: Hnsw::new(
+                hnsw: ManuallyDrop::new(Hnsw::new(
                     params.m,
                     expected_points.max(1024),
                     MAX_LAYER,
                     params.ef_construction,
                     DistL2,
-                ),
+                )),
                 completed: AtomicUsize::new(0),
                 gate: Mutex::new(()),
             }
@@ -318,7 +349,6 @@ mod model {
         pub(crate) fn isolated(&self) -> &[usize] {
             &[]
         }
-
 
         pub(crate) fn len(&self) -> usize {
             self.points.len()

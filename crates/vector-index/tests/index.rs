@@ -873,3 +873,59 @@ fn stats_count_exact_graph_and_fallback_searches() {
     assert_eq!(index.stats().exact_searches, 2);
     assert!(format!("{index:?}").contains("live: 50"));
 }
+
+/// `hnsw_rs` frees a graph with a rayon-parallel loop. Freed on the global pool, letting go
+/// of an index would wait for whatever the global pool is doing (another index's parallel
+/// build: a 31 s stall in `vector-concurrent`). With every global worker held, dropping an
+/// index must still return.
+#[test]
+fn letting_go_of_an_index_does_not_wait_for_the_global_rayon_pool() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
+
+    let workers = rayon::current_num_threads();
+    let (release, held) = mpsc::channel::<()>();
+    let held = Arc::new(Mutex::new(held));
+    let busy = Arc::new(AtomicUsize::new(0));
+    for _ in 0..workers {
+        let held = Arc::clone(&held);
+        let busy = Arc::clone(&busy);
+        rayon::spawn(move || {
+            busy.fetch_add(1, Ordering::SeqCst);
+            let held = held.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = held.recv_timeout(Duration::from_secs(60));
+        });
+    }
+    for _ in 0..6_000 {
+        if busy.load(Ordering::SeqCst) == workers {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        busy.load(Ordering::SeqCst),
+        workers,
+        "the global pool never filled up"
+    );
+
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Single adds: no rayon work of our own on the way.
+        let index = Index::new(params(4, Metric::L2)).unwrap();
+        for id in 0..50u64 {
+            let x = id as f32;
+            index.add(id, &[x, 1.0, -x, 2.0]).unwrap();
+        }
+        drop(index);
+        let _ = done.send(());
+    });
+    let result = finished.recv_timeout(Duration::from_secs(20));
+    for _ in 0..workers {
+        let _ = release.send(());
+    }
+    assert!(
+        result.is_ok(),
+        "dropping the index waited for the busy global rayon pool"
+    );
+}

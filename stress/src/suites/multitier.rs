@@ -1165,7 +1165,15 @@ impl Suite for Multitier {
         let gen_s = t.elapsed().as_secs_f64();
 
         let registry = Registry::new();
-        let params = IndexParams::new(s.dim, VMetric::Cosine);
+        // The corpus is `pairs` tight clusters (one per role and place). HNSW links a point
+        // to clusters other than its own only if its insert's candidate list (of
+        // ef_construction points) reaches past its own cluster: with 100k workers a cluster
+        // holds ~238, above the default 200, and fills then missed their cluster in 0.2-0.3%
+        // of searches (trial 2026-11-22-7). So ef_construction is twice the cluster size.
+        let params = IndexParams {
+            ef_construction: (2 * s.workers / pairs).clamp(200, 1_000),
+            ..IndexParams::new(s.dim, VMetric::Cosine)
+        };
         let index = registry
             .create(WORKERS, params.clone())
             .context("creating the worker index")?;
