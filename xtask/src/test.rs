@@ -69,6 +69,41 @@ fn loom_targets(root: &Path) -> Result<Vec<(String, String)>> {
     Ok(found)
 }
 
+/// hub-leaf's tests and suites start `nats-server -js` themselves: fail at once, saying how
+/// to get it, rather than after the build with a test failure. Looked for where hub-leaf
+/// looks: `$NATS_SERVER_BIN`, then `PATH`, then `/usr/sbin` and `/usr/local/sbin`.
+fn nats_server_present() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        let bin = std::path::PathBuf::from(bin);
+        anyhow::ensure!(
+            executable(&bin),
+            "NATS_SERVER_BIN={} is not an executable file",
+            bin.display()
+        );
+        return Ok(());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| executable(p));
+    match found {
+        Some(p) => {
+            eprintln!("==> nats-server: {}", p.display());
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "nats-server not found on PATH, /usr/sbin or /usr/local/sbin: hub-leaf's tests start it \
+             themselves. Install it with `apt-get install nats-server` (Debian: 2.9.10), or set \
+             NATS_SERVER_BIN to its path"
+        ),
+    }
+}
+
 /// `cargo xtask test`.
 pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
@@ -85,6 +120,7 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
         c
     };
 
+    step("nats-server", &mut || nats_server_present())?;
     step("fmt", &mut || {
         run_step("fmt", c().args(["fmt", "--all", "--check"]))
     })?;

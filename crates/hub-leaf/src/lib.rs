@@ -1,5 +1,18 @@
 //! `hub-leaf`: hub-and-leaf repository sync for a herd of agents, with NATS JetStream tip
 //! broadcast.
 //!
-//! Status: not built yet. This crate is reserved in the workspace layout and exports
-//! nothing; the hub, the leaves and the `herd` trial arrive with their own issue.
+//! Being built (issue 6). What exists so far:
+//!
+//! - [`repo`]: the repository model, one SQLite file per repository with exactly one writer:
+//!   content-addressed blobs, commits with sequence numbers and manifest changes, the trunk
+//!   tip; idempotent apply, compare-and-swap for the hub, bounded range pulls.
+//! - [`nats`]: the `nats-server -js` a trial starts on a free loopback port (or `NATS_URL`),
+//!   killed when its owner ends, even on panic.
+//! - [`claims`]: task claims won or lost atomically in a JetStream key-value bucket, with
+//!   fencing tokens and expiry.
+//! - [`tip`]: the tip broadcast (a key-value watch) and the leaf's pull coalescer.
+
+pub mod claims;
+pub mod nats;
+pub mod repo;
+pub mod tip;
