@@ -11,8 +11,10 @@
 //! - [`claims`]: task claims won or lost atomically in a JetStream key-value bucket, with
 //!   fencing tokens and expiry.
 //! - [`tip`]: the tip broadcast (a key-value watch) and the leaf's pull coalescer.
+//! - [`workload`]: the `herd` trial's tasks, files and think times, deterministic from a seed.
 
 pub mod claims;
 pub mod nats;
 pub mod repo;
 pub mod tip;
+pub mod workload;
