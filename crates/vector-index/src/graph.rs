@@ -35,7 +35,7 @@ mod real {
     use hnsw_rs::prelude::{DistL2, Hnsw};
     use rayon::prelude::*;
 
-    use super::VERIFY_K;
+    use super::{VERIFY_EF, VERIFY_K};
 
     /// Links [`Frozen::link_in`] gives a point a search for its own vector misses.
     const LINK_IN: usize = 3;
@@ -153,15 +153,6 @@ mod real {
                 .collect()
         }
 
-        /// True if a search for `vector` finds `point` (with `ef`, then 4 × `ef`).
-        fn finds(&self, vector: &[f32], point: usize, ef: usize) -> bool {
-            [ef, ef.saturating_mul(4)].into_iter().any(|ef| {
-                self.search(vector, VERIFY_K, ef)
-                    .iter()
-                    .any(|n| n.0 == point)
-            })
-        }
-
         /// The points of `items` a search for their own vector does not find; rayon-parallel
         /// when `parallel` and there are many (never call it under the index's lock with
         /// `parallel`: a rayon worker could be waiting for that lock).
@@ -171,19 +162,9 @@ mod real {
             ef: usize,
             parallel: bool,
         ) -> Vec<usize> {
-            if parallel && items.len() >= PARALLEL_INSERT_MIN {
-                items
-                    .par_iter()
-                    .filter(|(p, v)| !self.finds(v, *p, ef))
-                    .map(|(p, _)| *p)
-                    .collect()
-            } else {
-                items
-                    .iter()
-                    .filter(|(p, v)| !self.finds(v, *p, ef))
-                    .map(|(p, _)| *p)
-                    .collect()
-            }
+            points_where(items, parallel, |p, v| {
+                !finds(|q, k, ef| self.search(q, k, ef), v, p, ef)
+            })
         }
 
         /// Copies the graph into its compact, read-only search form. `vector_of` lends the
@@ -192,6 +173,41 @@ mod real {
             Frozen {
                 flat: FlatGraph::from_hnsw(&self.hnsw, vector_of),
             }
+        }
+    }
+
+    /// True if `search` (query, k, ef) finds `point` for its own `vector`: with `ef`, then
+    /// 4 × `ef`. The reachability test of the graph and of its copy alike.
+    fn finds(
+        search: impl Fn(&[f32], usize, usize) -> Vec<(usize, f32)>,
+        vector: &[f32],
+        point: usize,
+        ef: usize,
+    ) -> bool {
+        [ef, ef.saturating_mul(4)]
+            .into_iter()
+            .any(|ef| search(vector, VERIFY_K, ef).iter().any(|n| n.0 == point))
+    }
+
+    /// The points of `items` for which `keep(point, vector)` holds, rayon-parallel when
+    /// `parallel` and there are at least `PARALLEL_INSERT_MIN`.
+    fn points_where(
+        items: &[(usize, Arc<[f32]>)],
+        parallel: bool,
+        keep: impl Fn(usize, &[f32]) -> bool + Sync,
+    ) -> Vec<usize> {
+        if parallel && items.len() >= PARALLEL_INSERT_MIN {
+            items
+                .par_iter()
+                .filter(|(p, v)| keep(*p, v))
+                .map(|(p, _)| *p)
+                .collect()
+        } else {
+            items
+                .iter()
+                .filter(|(p, v)| keep(*p, v))
+                .map(|(p, _)| *p)
+                .collect()
         }
     }
 
@@ -216,15 +232,6 @@ mod real {
             self.flat.isolated()
         }
 
-        /// True if a search of the copy for `vector` finds `point` (with `ef`, then 4 × `ef`).
-        pub(crate) fn finds(&self, vector: &[f32], point: usize, ef: usize) -> bool {
-            [ef, ef.saturating_mul(4)].into_iter().any(|ef| {
-                self.search(vector, VERIFY_K, ef)
-                    .iter()
-                    .any(|n| n.0 == point)
-            })
-        }
-
         /// Points copied.
         pub(crate) fn len(&self) -> usize {
             self.flat.len()
@@ -233,22 +240,9 @@ mod real {
         /// The points of `items` the copy holds but a search of it for their own vector
         /// misses; rayon-parallel when there are many (never call it under the index's lock).
         pub(crate) fn misses(&self, items: &[(usize, Arc<[f32]>)]) -> Vec<usize> {
-            let missed = |(p, v): &(usize, Arc<[f32]>)| {
-                self.contains(*p) && !self.finds(v, *p, super::VERIFY_EF)
-            };
-            if items.len() >= PARALLEL_INSERT_MIN {
-                items
-                    .par_iter()
-                    .filter(|i| missed(i))
-                    .map(|(p, _)| *p)
-                    .collect()
-            } else {
-                items
-                    .iter()
-                    .filter(|i| missed(i))
-                    .map(|(p, _)| *p)
-                    .collect()
-            }
+            points_where(items, true, |p, v| {
+                self.contains(p) && !finds(|q, k, ef| self.search(q, k, ef), v, p, VERIFY_EF)
+            })
         }
 
         /// Links each of `targets` in from the nearest points a search for it finds (see

@@ -220,12 +220,9 @@ impl State {
         (entry.point == point).then_some((id, &entry.vector))
     }
 
-    /// point → vector of every live id.
-    fn live_vectors(&self) -> HashMap<usize, Arc<[f32]>> {
-        self.live
-            .values()
-            .map(|e| (e.point, Arc::clone(&e.vector)))
-            .collect()
+    /// (point, vector) of every live id.
+    fn live_items(&self) -> impl Iterator<Item = Item> + '_ {
+        self.live.values().map(|e| (e.point, Arc::clone(&e.vector)))
     }
 }
 
@@ -555,7 +552,7 @@ impl Inner {
             (
                 Arc::clone(&state.graph),
                 state.next_point,
-                state.live_vectors(),
+                state.live_items().collect::<HashMap<_, _>>(),
                 state.orphans.clone(),
                 state.checked_below,
                 state.audit,
@@ -591,11 +588,7 @@ impl Inner {
         let (snapshot, cut): (Vec<Item>, usize) = {
             let mut state = write(&self.state);
             state.rebuild_log = Some(Vec::new());
-            let snapshot = state
-                .live
-                .values()
-                .map(|e| (e.point, Arc::clone(&e.vector)))
-                .collect();
+            let snapshot = state.live_items().collect();
             (snapshot, state.next_point)
         };
         // Should anything below unwind, stop logging adds for a rebuild that will not finish.

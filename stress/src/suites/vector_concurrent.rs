@@ -633,14 +633,12 @@ impl Large {
                 continue;
             }
             if lock(&self.live).len() >= LIVE_QUEUE_MAX {
-                sh.guarded("large search", || self.read_once(sh, &mut rng));
-                tally.record("large", "search + check", began);
+                self.search_instead(sh, &mut rng, &mut tally, began);
                 continue;
             }
             let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) as usize;
             if slot >= self.slots.words.len() {
-                sh.guarded("large search", || self.read_once(sh, &mut rng));
-                tally.record("large", "search + check", began);
+                self.search_instead(sh, &mut rng, &mut tally, began);
                 continue;
             }
             let v = self.near_pool(&mut rng);
@@ -665,8 +663,7 @@ impl Large {
                 }
             };
             let Some((slot, v)) = item else {
-                sh.guarded("large search", || self.read_once(sh, &mut rng));
-                tally.record("large", "search + check", began);
+                self.search_instead(sh, &mut rng, &mut tally, began);
                 continue;
             };
             let id = Large::id(slot);
@@ -701,8 +698,7 @@ impl Large {
             let began = Instant::now();
             let item = lock(&self.dead).pop_front();
             let Some(slot) = item else {
-                sh.guarded("large search", || self.read_once(sh, &mut rng));
-                tally.record("large", "search + check", began);
+                self.search_instead(sh, &mut rng, &mut tally, began);
                 continue;
             };
             let v = self.near_pool(&mut rng);
@@ -717,10 +713,16 @@ impl Large {
         let mut tally = Tally::default();
         while take(&sh.lead, self.total, sh) {
             let began = Instant::now();
-            sh.guarded("large search", || self.read_once(sh, &mut rng));
-            tally.record("large", "search + check", began);
+            self.search_instead(sh, &mut rng, &mut tally, began);
         }
         tally.merge_into(&sh.tallies);
+    }
+
+    /// One search + check of the large index, tallied as such (what a writer does when it
+    /// has nothing to write, and all a reader does).
+    fn search_instead(&self, sh: &Shared, rng: &mut Rng, tally: &mut Tally, began: Instant) {
+        sh.guarded("large search", || self.read_once(sh, rng));
+        tally.record("large", "search + check", began);
     }
 
     fn read_once(&self, sh: &Shared, rng: &mut Rng) {
