@@ -7,15 +7,17 @@
 //! - `repo/hub_apply_if_tip`: the hub's side of a push, [`Repo::apply_if_tip`] of a 3-file
 //!   commit (1 KiB each) prepared on the current tip: verify the commit and blob hashes,
 //!   compare-and-swap, store. The leaf's `prepare` is not timed.
-//! - `repo/pull_apply/{10,100}`: a leaf pull of K commits (3 files of 1 KiB each): the
-//!   hub's [`Repo::commits_after`] plus the leaf's [`Repo::apply`] into an empty
-//!   repository (created untimed for each iteration).
+//! - `repo/pull_apply/{10,100}`: a leaf pull of K commits (3 files of 1 KiB each) as on the
+//!   wire, without the network: the hub's [`Repo::commits_after`], the reply encoded and
+//!   decoded (JSON, blobs in base64), and the leaf's [`Repo::apply`] into an empty replica
+//!   (created untimed for each iteration).
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hub_leaf::proto::{self, PullReply};
 use hub_leaf::repo::{hash_blob, NewCommit, Repo};
 
 /// A 3-file commit of 1 KiB files whose content depends on `n`.
@@ -108,9 +110,18 @@ fn bench_pull(c: &mut Criterion) {
                 for _ in 0..iters {
                     leaf_no += 1;
                     let path = dir.path().join(format!("leaf-{leaf_no}.db"));
-                    let mut leaf = Repo::open(&path).expect("open leaf");
+                    let mut leaf = Repo::open_replica(&path).expect("open leaf");
                     let start = Instant::now();
                     let pull = hub.commits_after(0, k, usize::MAX).expect("pull");
+                    let body = proto::encode(&PullReply::Commits {
+                        tip: pull.last(),
+                        pull,
+                    });
+                    let PullReply::Commits { pull, .. } =
+                        proto::decode("pull reply", &body).expect("decode")
+                    else {
+                        panic!("not commits")
+                    };
                     let n = leaf.apply(&pull.commits, &pull.blobs).expect("apply");
                     total += start.elapsed();
                     assert_eq!(n, k);

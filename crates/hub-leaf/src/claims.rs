@@ -164,30 +164,7 @@ impl Claims {
         if ttl < MIN_TTL {
             return Err(ClaimError::InvalidTtl { ttl });
         }
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ClaimError::InvalidBucket {
-                name: name.to_string(),
-            });
-        }
-        let config = kv::Config {
-            bucket: name.to_string(),
-            description: "hub-leaf task claims".to_string(),
-            history: 1,
-            max_age: ttl,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = open_or_create(js, config)
-            .await
-            .map_err(|source| ClaimError::Nats {
-                op: "open bucket",
-                what: name.to_string(),
-                source,
-            })?;
+        let kv = open_bucket(js, name, "hub-leaf task claims", ttl).await?;
         let existing = kv.stream.cached_info().config.max_age;
         if existing != ttl {
             return Err(ClaimError::TtlMismatch {
@@ -247,14 +224,28 @@ impl Claims {
     /// Is `token` the current, unexpired claim of `task` by `holder`? The hub's fencing check
     /// before accepting a push.
     pub async fn check(&self, task: &str, holder: &str, token: u64) -> Result<bool, ClaimError> {
+        Ok(self.live_until(task, holder, token).await?.is_some())
+    }
+
+    /// [`Claims::check`] with the answer's lifetime: `Some(t)` when `token` is the current
+    /// claim of `task` by `holder`, which nobody else can win before `t` (its last write plus
+    /// the TTL) unless the holder releases it; `None` otherwise. The answer holds only until
+    /// `t`, and only while the holder has not released the claim: whoever relies on it
+    /// later must bound its age (the hub trusts it for less than one TTL).
+    pub async fn live_until(
+        &self,
+        task: &str,
+        holder: &str,
+        token: u64,
+    ) -> Result<Option<SystemTime>, ClaimError> {
         validate_key(task)?;
         let entry = match self.kv.entry(task).await {
             Ok(Some(entry)) => entry,
-            Ok(None) => return Ok(false),
+            Ok(None) => return Ok(None),
             Err(e) => return Err(nats_err("check", task, e)),
         };
         if entry.operation != kv::Operation::Put {
-            return Ok(false);
+            return Ok(None);
         }
         let value: ClaimValue =
             serde_json::from_slice(&entry.value).map_err(|source| ClaimError::BadValue {
@@ -262,7 +253,42 @@ impl Claims {
                 source,
             })?;
         let current = value.token.unwrap_or(entry.revision);
-        Ok(value.holder == holder && current == token && !self.aged_out(&entry))
+        if value.holder != holder || current != token || self.aged_out(&entry) {
+            return Ok(None);
+        }
+        let written_ns = u64::try_from(entry.created.unix_timestamp_nanos()).unwrap_or(0);
+        Ok(Some(
+            UNIX_EPOCH + Duration::from_nanos(written_ns) + self.ttl,
+        ))
+    }
+
+    /// The claim as the bucket holds it now, if it is still `claim` (same holder and token,
+    /// not aged out) at another revision: after a refresh whose acknowledgement was lost
+    /// (applied, but reported as an error), the next refresh or release finds a revision it
+    /// did not expect. `Ok(None)` if the claim is gone or someone else's.
+    pub async fn adopt(&self, claim: &Claim) -> Result<Option<Claim>, ClaimError> {
+        validate_key(&claim.task)?;
+        let entry = match self.kv.entry(&claim.task).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(nats_err("adopt", &claim.task, e)),
+        };
+        if entry.operation != kv::Operation::Put || self.aged_out(&entry) {
+            return Ok(None);
+        }
+        let value: ClaimValue =
+            serde_json::from_slice(&entry.value).map_err(|source| ClaimError::BadValue {
+                task: claim.task.clone(),
+                source,
+            })?;
+        let token = value.token.unwrap_or(entry.revision);
+        if value.holder != claim.holder || token != claim.token {
+            return Ok(None);
+        }
+        Ok(Some(Claim {
+            revision: entry.revision,
+            ..claim.clone()
+        }))
     }
 
     /// Releases `claim` (a delete with a revision check), so the task can be claimed again
@@ -288,6 +314,48 @@ impl Claims {
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
         now_ns.saturating_sub(written_ns) >= self.ttl.as_nanos() as i128
+    }
+}
+
+/// Tasks marked done: a second JetStream key-value bucket, without expiry, one key per task
+/// holding who finished it. The Close step marks a task done *before* releasing its claim,
+/// so an agent that wins the claim afterwards sees the mark and does not do the task again.
+#[derive(Debug, Clone)]
+pub struct DoneMarks {
+    kv: kv::Store,
+}
+
+impl DoneMarks {
+    /// Creates or opens bucket `name` (history 1, file storage, no expiry).
+    pub async fn open(
+        js: &async_nats::jetstream::Context,
+        name: &str,
+    ) -> Result<DoneMarks, ClaimError> {
+        let kv = open_bucket(js, name, "hub-leaf tasks done", Duration::ZERO).await?;
+        Ok(DoneMarks { kv })
+    }
+
+    /// Marks `task` done by `holder`.
+    pub async fn mark(&self, task: &str, holder: &str) -> Result<(), ClaimError> {
+        validate_key(task)?;
+        validate_holder(holder)?;
+        self.kv
+            .put(task, Bytes::from(holder.to_string()))
+            .await
+            .map(|_| ())
+            .map_err(|e| nats_err("mark done", task, e))
+    }
+
+    /// Who finished `task`, if anyone did.
+    pub async fn done_by(&self, task: &str) -> Result<Option<String>, ClaimError> {
+        validate_key(task)?;
+        match self.kv.entry(task).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put => {
+                Ok(Some(String::from_utf8_lossy(&e.value).into_owned()))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(nats_err("read done mark", task, e)),
+        }
     }
 }
 
@@ -348,6 +416,40 @@ where
         what: what.to_string(),
         source: Box::new(e),
     }
+}
+
+/// Checks the bucket name, then opens or creates it: history 1, file storage, `max_age`
+/// (zero: no expiry).
+async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, ClaimError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ClaimError::InvalidBucket {
+            name: name.to_string(),
+        });
+    }
+    let config = kv::Config {
+        bucket: name.to_string(),
+        description: description.to_string(),
+        history: 1,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    open_or_create(js, config)
+        .await
+        .map_err(|source| ClaimError::Nats {
+            op: "open bucket",
+            what: name.to_string(),
+            source,
+        })
 }
 
 /// Opens bucket `config.bucket`, creating it if it does not exist; tolerates a concurrent

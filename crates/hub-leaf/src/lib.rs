@@ -12,9 +12,15 @@
 //!   fencing tokens and expiry.
 //! - [`tip`]: the tip broadcast (a key-value watch) and the leaf's pull coalescer.
 //! - [`workload`]: the `herd` trial's tasks, files and think times, deterministic from a seed.
+//! - [`telemetry`]: the `tracing` subscriber, exporting spans over OTLP/HTTP when configured.
 
 pub mod claims;
+pub mod herd;
+pub mod hub;
+pub mod leaf;
 pub mod nats;
+pub mod proto;
 pub mod repo;
+pub mod telemetry;
 pub mod tip;
 pub mod workload;

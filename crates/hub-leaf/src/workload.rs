@@ -33,7 +33,7 @@ pub const MAX_TASKS_PER_AGENT: usize = 100_000;
 pub const MAX_THINK_MS: u64 = 600_000;
 
 /// The knobs of a workload (the trial's `HERD_*` variables).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkloadConfig {
     /// Agents (`HERD_AGENTS`).
     pub agents: usize,

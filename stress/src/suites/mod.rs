@@ -11,6 +11,11 @@ mod daemon_mixed;
 mod daemon_overload;
 mod daemon_soak;
 mod daemon_timeouts;
+mod herd;
+mod herd_common;
+mod herd_contention;
+mod herd_faults;
+mod herd_sweep;
 mod maxrps_sim;
 mod multitier;
 mod timer;
@@ -45,6 +50,10 @@ pub static SUITES: &[&dyn Suite] = &[
     &vector_concurrent::VectorConcurrent,
     &vector_100k::Vector100k,
     &vector_peer::VectorPeer,
+    &herd::Herd,
+    &herd_sweep::HerdSweep,
+    &herd_contention::HerdContention,
+    &herd_faults::HerdFaults,
 ];
 
 /// How big a run is.
