@@ -65,7 +65,7 @@ pub struct HerdConfig {
     /// Fork retries per task before it is fork unrecoverable.
     pub fork_retry_limit: u32,
     /// How long the hub keeps the trunk for a leaf it just answered with a fork (its retry
-    /// goes first); other pushes wait meanwhile.
+    /// goes first); other pushes wait meanwhile. Zero turns fork grants off.
     pub grant_timeout: Duration,
     /// Bound on one push or pull request; a request lost to a server restart is sent again
     /// after it.
@@ -340,7 +340,6 @@ mod runner {
         for (name, d) in [
             ("run_timeout", config.run_timeout),
             ("request_timeout", config.request_timeout),
-            ("grant_timeout", config.grant_timeout),
         ] {
             if d.is_zero() {
                 return Err(HerdError::Config(format!(

@@ -67,7 +67,8 @@ pub struct HubConfig {
     pub tip_bucket: String,
     /// The claims bucket and its TTL, for the fencing check; `None` turns fencing off.
     pub claims: Option<(String, Duration)>,
-    /// How long a fork grant keeps the trunk for the forked leaf's retry.
+    /// How long a fork grant keeps the trunk for the forked leaf's retry; zero turns grants
+    /// off (every push is decided as it arrives, so forked leaves race again).
     pub grant_timeout: Duration,
     /// Most pushes parked behind a grant.
     pub max_parked: usize,
@@ -865,15 +866,17 @@ impl State {
             Err(RepoError::TipMoved { current }) => {
                 bump(&self.counters.forks);
                 let now = Instant::now();
-                self.grant = Some(Grant {
-                    leaf: req.leaf,
-                    task: req.task,
-                    token: req.token,
-                    live_until: fence.ok().flatten(),
-                    checked_at,
-                    since: now,
-                    deadline: now + self.config.grant_timeout,
-                });
+                if !self.config.grant_timeout.is_zero() {
+                    self.grant = Some(Grant {
+                        leaf: req.leaf,
+                        task: req.task,
+                        token: req.token,
+                        live_until: fence.ok().flatten(),
+                        checked_at,
+                        since: now,
+                        deadline: now + self.config.grant_timeout,
+                    });
+                }
                 PushReply::Forked { tip: current }
             }
             Err(e) => self.failed(e),

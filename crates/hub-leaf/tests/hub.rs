@@ -306,3 +306,32 @@ async fn the_hub_fences_a_push_whose_token_is_not_the_live_claim() {
     assert_eq!(stats.commits, 1);
     assert_eq!(stats.fenced, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_grants_off_a_fork_keeps_nothing_for_the_forked_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let (url, path) = (server.url().to_string(), dir.path().join("hub.db"));
+    let cfg = HubConfig {
+        grant_timeout: Duration::ZERO,
+        ..config(None)
+    };
+    let hub = tokio::task::spawn_blocking(move || Hub::start(&url, &path, cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let c = bounded("connect", connect(server.url())).await.unwrap();
+    let (tip1, _) = accepted(send(&c, &push("x", "slot-9/task-0", 1, None, 9)).await);
+    assert!(matches!(
+        send(&c, &push("a", "slot-0/task-0", 1, None, 1)).await,
+        PushReply::Forked { .. }
+    ));
+    // B goes straight in, ahead of A's retry, which then forks again.
+    let (tip2, _) = accepted(send(&c, &push("b", "slot-1/task-0", 1, Some(&tip1), 2)).await);
+    assert!(matches!(
+        send(&c, &push("a", "slot-0/task-0", 1, Some(&tip1), 1)).await,
+        PushReply::Forked { tip } if tip == Some(tip2)
+    ));
+    let stats = hub.stop().unwrap();
+    assert_eq!((stats.parked, stats.grants_used, stats.forks), (0, 0, 2));
+}

@@ -59,6 +59,10 @@ mod app {
         /// Fork retries per task before it is fork unrecoverable.
         #[arg(long, default_value_t = 32)]
         fork_retry_limit: u32,
+        /// How long the hub keeps the trunk for a forked leaf's retry, in milliseconds (0 turns
+        /// fork grants off: forked leaves race again).
+        #[arg(long, default_value_t = 500)]
+        grant_timeout_ms: u64,
         /// Bound on the whole run, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
@@ -122,6 +126,7 @@ mod app {
             nats_url: args.nats_url,
             claim_ttl: Duration::from_millis(args.claim_ttl_ms),
             fork_retry_limit: args.fork_retry_limit,
+            grant_timeout: Duration::from_millis(args.grant_timeout_ms),
             run_timeout: Duration::from_secs(args.timeout_s),
             faults: Faults {
                 restart_nats_after_commits: args.restart_nats_after,
