@@ -26,7 +26,8 @@
 //!   says to ask again): no negotiation, nothing to run out of rounds. Recent commits are
 //!   served from memory (the last [`HubConfig::cache_commits`]), older ones from SQLite.
 //! - **Tip broadcast**: each new tip is put in the tip bucket by a publisher task that
-//!   always publishes the latest (tips that arrive while a put is in flight coalesce).
+//!   always publishes the latest, at most once per [`HubConfig::tip_interval`] (tips made
+//!   meanwhile coalesce).
 
 #![cfg(not(loom))]
 
@@ -74,6 +75,10 @@ pub struct HubConfig {
     pub max_parked: usize,
     /// Recent commits kept in memory for pulls.
     pub cache_commits: usize,
+    /// Least time between two tip broadcasts: tips made meanwhile coalesce and only the
+    /// latest is put. Every leaf wakes for every broadcast, so in a tight loop this is what
+    /// keeps broadcast traffic from growing as commits × leaves.
+    pub tip_interval: Duration,
 }
 
 impl Default for HubConfig {
@@ -85,6 +90,7 @@ impl Default for HubConfig {
             grant_timeout: Duration::from_millis(500),
             max_parked: 8192,
             cache_commits: 4096,
+            tip_interval: Duration::from_millis(2),
         }
     }
 }
@@ -462,7 +468,12 @@ async fn serve(
             .map_or(Duration::from_secs(3600), |(_, ttl)| *ttl),
     };
     state.load()?;
-    let publisher = tokio::spawn(publish_tips(broadcast, tip_rx, Arc::clone(&counters)));
+    let publisher = tokio::spawn(publish_tips(
+        broadcast,
+        tip_rx,
+        Arc::clone(&counters),
+        config.tip_interval,
+    ));
     let (checked_tx, mut checked_rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
     let _ = ready.send(Ok(()));
     loop {
@@ -503,6 +514,7 @@ async fn publish_tips(
     broadcast: TipBroadcast,
     mut rx: tokio::sync::watch::Receiver<Option<Tip>>,
     counters: Arc<Counters>,
+    min_interval: Duration,
 ) {
     while rx.changed().await.is_ok() {
         let Some(tip) = rx.borrow_and_update().clone() else {
@@ -512,6 +524,8 @@ async fn publish_tips(
             match broadcast.publish(tip.seq, &tip.hash).await {
                 Ok(_) => {
                     bump(&counters.tips_published);
+                    // Tips that come meanwhile wait, and only the latest goes out next.
+                    tokio::time::sleep(min_interval).await;
                     break;
                 }
                 Err(e) => {

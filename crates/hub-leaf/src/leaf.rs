@@ -858,51 +858,47 @@ impl Leaf {
 
     /// Open and Claim: `Ok(None)` when the task is done by someone else. `first`: the first
     /// claim of the task by this leaf (a re-claim after a fence is not counted again).
+    ///
+    /// The done mark is read after the claim is won (a finisher marks done before it
+    /// releases, so a claim won afterwards sees the mark) and after each lost attempt: one
+    /// round trip per task when nobody else is at it.
     async fn claim(&mut self, task: &Task, first: bool) -> Result<Option<Claim>, String> {
         let until = Instant::now() + self.config.claim_ttl * 3 + self.config.retry_bound;
         let mut lost_once = false;
         loop {
             let (id, name) = (task.id.clone(), self.config.name.clone());
             let done = self.done.clone();
-            if self
-                .retry_claims("read done mark", || done.done_by(&id))
-                .await?
-                .is_some()
-            {
-                if first && !lost_once {
-                    self.out.stats.claims_lost += 1;
-                }
-                return Ok(None);
-            }
             let claims = self.claims.clone();
             let won = self
                 .retry_claims("claim", || claims.claim(&id, &name))
                 .await?;
-            if let Some(claim) = won {
-                // Done between our read and our win (its finisher released): not ours.
-                if self
-                    .retry_claims("read done mark", || done.done_by(&id))
-                    .await?
-                    .is_some()
-                {
+            let finished = self
+                .retry_claims("read done mark", || done.done_by(&id))
+                .await?
+                .is_some();
+            match won {
+                Some(claim) if finished => {
+                    // Done before we won it (its finisher released): not ours.
                     let _ = self.claims.release(&claim).await;
-                    if first && !lost_once {
-                        self.out.stats.claims_lost += 1;
-                    }
-                    return Ok(None);
                 }
-                if first {
-                    self.out.stats.claims_won += 1;
-                    if lost_once {
-                        self.out.stats.taken_over += 1;
+                Some(claim) => {
+                    if first {
+                        self.out.stats.claims_won += 1;
+                        if lost_once {
+                            self.out.stats.taken_over += 1;
+                        }
                     }
+                    return Ok(Some(claim));
                 }
-                return Ok(Some(claim));
+                None => {}
             }
             if first && !lost_once {
                 self.out.stats.claims_lost += 1;
             }
             lost_once = true;
+            if finished {
+                return Ok(None);
+            }
             if Instant::now() >= until {
                 return Err(format!(
                     "claim of {:?} still held by another agent after {:?}",

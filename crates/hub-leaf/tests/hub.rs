@@ -335,3 +335,45 @@ async fn with_grants_off_a_fork_keeps_nothing_for_the_forked_leaf() {
     let stats = hub.stop().unwrap();
     assert_eq!((stats.parked, stats.grants_used, stats.forks), (0, 0, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tips_made_faster_than_the_broadcast_interval_coalesce_and_the_last_goes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let (url, path) = (server.url().to_string(), dir.path().join("hub.db"));
+    let cfg = HubConfig {
+        tip_interval: Duration::from_millis(300),
+        ..config(None)
+    };
+    let hub = tokio::task::spawn_blocking(move || Hub::start(&url, &path, cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let c = bounded("connect", connect(server.url())).await.unwrap();
+    let mut tip: Option<Tip> = None;
+    for i in 0..30u8 {
+        let req = push("a", &format!("slot-0/task-{i}"), 1, tip.as_ref(), i);
+        tip = Some(accepted(send(&c, &req).await).0);
+    }
+    let js = async_nats::jetstream::new(c.clone());
+    let broadcast = bounded("open", hub_leaf::tip::TipBroadcast::open(&js, "tip"))
+        .await
+        .unwrap();
+    let want = tip.unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = bounded("current", broadcast.current()).await.unwrap();
+        if seen.as_ref().map(|t| t.seq) == Some(want.seq) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.expect("a tip was broadcast");
+    assert_eq!((seen.seq, seen.hash), (want.seq, want.hash));
+    let stats = hub.stop().unwrap();
+    assert!(
+        stats.tips_published < 15,
+        "{} tips published for 30 commits",
+        stats.tips_published
+    );
+}
