@@ -426,11 +426,7 @@ async fn open_bucket(
     description: &str,
     max_age: Duration,
 ) -> Result<kv::Store, ClaimError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !is_bucket_name(name) {
         return Err(ClaimError::InvalidBucket {
             name: name.to_string(),
         });
@@ -450,6 +446,14 @@ async fn open_bucket(
             what: name.to_string(),
             source,
         })
+}
+
+/// A valid key-value bucket name: not empty, letters, digits, `-` and `_` only.
+pub(crate) fn is_bucket_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Opens bucket `config.bucket`, creating it if it does not exist; tolerates a concurrent

@@ -665,25 +665,16 @@ mod runner {
         ));
         // Every distinct task has exactly one commit on the trunk.
         let mut by_task: BTreeMap<String, u32> = BTreeMap::new();
-        let mut after = 0;
         let mut authors: BTreeMap<String, String> = BTreeMap::new();
         // Path → the task of the last commit on the trunk that wrote it.
         let mut last_writer: BTreeMap<String, String> = BTreeMap::new();
-        for _ in 0..=(1 << 24) {
-            let pull = hub.commits_after(after, 4096, usize::MAX)?;
-            let Some(last) = pull.last() else { break };
-            for c in &pull.commits {
-                *by_task.entry(c.message.clone()).or_default() += 1;
-                authors.insert(c.message.clone(), c.author.clone());
-                for ch in &c.changes {
-                    last_writer.insert(ch.path.clone(), c.message.clone());
-                }
+        hub.each_commit(|c| {
+            *by_task.entry(c.message.clone()).or_default() += 1;
+            for ch in c.changes {
+                last_writer.insert(ch.path, c.message.clone());
             }
-            after = last.seq;
-            if !pull.more {
-                break;
-            }
-        }
+            authors.insert(c.message, c.author);
+        })?;
         let wanted: BTreeSet<String> = (0..workload.config().agents)
             .flat_map(|s| workload.tasks(s))
             .map(|t| t.id.clone())

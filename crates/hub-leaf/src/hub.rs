@@ -383,8 +383,6 @@ struct State {
     parked: VecDeque<Pending>,
     /// Pushes received so far (numbers their arrival).
     arrivals: u64,
-    /// How old a fencing answer may be when its push is decided.
-    fence_max_age: Duration,
 }
 
 async fn serve(
@@ -462,10 +460,6 @@ async fn serve(
         grant: None,
         parked: VecDeque::new(),
         arrivals: 0,
-        fence_max_age: config
-            .claims
-            .as_ref()
-            .map_or(Duration::from_secs(3600), |(_, ttl)| *ttl),
     };
     state.load()?;
     let publisher = tokio::spawn(publish_tips(
@@ -540,12 +534,17 @@ async fn publish_tips(
 }
 
 impl State {
-    /// Reads the trunk: the tip, the task of every commit (its message) and the recent
-    /// commits for the cache.
+    /// Reads the trunk: the tip, the task of every commit (its message), and the last
+    /// [`HubConfig::cache_commits`] commits with their blobs for the cache.
     fn load(&mut self) -> Result<(), HubError> {
         let tip = self.repo.tip()?;
-        let mut after = 0;
-        for _ in 0..=(1 << 24) {
+        let task_commits = &mut self.task_commits;
+        self.repo.each_commit(|c| {
+            task_commits.insert(c.message, (c.seq, c.hash));
+        })?;
+        let tip_seq = tip.as_ref().map_or(0, |t| t.seq);
+        let mut after = tip_seq.saturating_sub(self.config.cache_commits as u64);
+        while after < tip_seq {
             let pull = self
                 .repo
                 .commits_after(after, MAX_PULL_COMMITS, MAX_PULL_BYTES)?;
@@ -553,18 +552,21 @@ impl State {
             let blobs: HashMap<&str, &Vec<u8>> =
                 pull.blobs.iter().map(|(h, b)| (h.as_str(), b)).collect();
             for c in &pull.commits {
-                self.task_commits
-                    .insert(c.message.clone(), (c.seq, c.hash.clone()));
                 let own = commit_blobs(c, |h| blobs.get(h).map(|b| (*b).clone()));
                 self.remember(c.clone(), own);
             }
             after = last.seq;
-            if !pull.more {
-                break;
-            }
         }
         self.set_tip(tip);
         Ok(())
+    }
+
+    /// How old a fencing answer may be when its push is decided: one claim TTL.
+    fn fence_max_age(&self) -> Duration {
+        self.config
+            .claims
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |(_, ttl)| *ttl)
     }
 
     fn set_tip(&mut self, tip: Option<Tip>) {
@@ -759,7 +761,8 @@ impl State {
         // sends its push again and it is checked afresh.
         let fresh = match &p.fence {
             Ok(Some(t)) => {
-                SystemTime::now() + FENCE_MARGIN < *t && p.checked_at.elapsed() < self.fence_max_age
+                SystemTime::now() + FENCE_MARGIN < *t
+                    && p.checked_at.elapsed() < self.fence_max_age()
             }
             _ => true,
         };
@@ -943,16 +946,14 @@ impl State {
         if seq >= tip_seq {
             return Ok(Pull::default());
         }
-        let Some(first) = self.cache.front().map(|c| c.commit.seq) else {
-            return self
-                .repo
-                .commits_after(seq, MAX_PULL_COMMITS, MAX_PULL_BYTES);
+        let first = match self.cache.front() {
+            Some(c) if c.commit.seq <= seq + 1 => c.commit.seq,
+            _ => {
+                return self
+                    .repo
+                    .commits_after(seq, MAX_PULL_COMMITS, MAX_PULL_BYTES)
+            }
         };
-        if first > seq + 1 {
-            return self
-                .repo
-                .commits_after(seq, MAX_PULL_COMMITS, MAX_PULL_BYTES);
-        }
         bump(&self.counters.pulls_cached);
         let start = usize::try_from(seq + 1 - first).unwrap_or(usize::MAX);
         let mut pull = Pull::default();

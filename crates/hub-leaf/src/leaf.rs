@@ -703,53 +703,44 @@ impl Leaf {
 
     /// One request, retried on timeouts and lost connections until `retry_bound`.
     async fn request(&mut self, subject: &str, body: bytes::Bytes) -> Result<Vec<u8>, String> {
-        let until = Instant::now() + self.config.retry_bound;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            let sent = tokio::time::timeout(
-                self.config.request_timeout,
-                self.client.request(subject.to_string(), body.clone()),
-            )
-            .await;
-            let err = match sent {
-                Ok(Ok(msg)) => return Ok(msg.payload.to_vec()),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no reply within {:?}", self.config.request_timeout),
-            };
-            if Instant::now() + delay >= until {
-                return Err(format!(
-                    "request to {subject} failed for {:?}: {err}",
-                    self.config.retry_bound
-                ));
+        let (client, timeout) = (self.client.clone(), self.config.request_timeout);
+        let op = || {
+            let (client, body) = (client.clone(), body.clone());
+            async move {
+                match tokio::time::timeout(timeout, client.request(subject.to_string(), body)).await
+                {
+                    Ok(Ok(msg)) => Ok(msg.payload.to_vec()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no reply within {timeout:?}")),
+                }
             }
-            self.out.stats.request_retries += 1;
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
-        }
+        };
+        let what = format!("request to {subject}");
+        retrying(
+            &what,
+            self.config.retry_bound,
+            &mut self.out.stats.request_retries,
+            |_| true,
+            op,
+        )
+        .await
     }
 
     /// A claims or done-marks operation, retried on NATS errors until `retry_bound`.
-    async fn retry_claims<T, F, Fut>(&mut self, what: &str, mut op: F) -> Result<T, String>
+    async fn retry_claims<T, F, Fut>(&mut self, what: &str, op: F) -> Result<T, String>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ClaimError>>,
     {
-        let until = Instant::now() + self.config.retry_bound;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e @ ClaimError::Nats { .. }) => {
-                    if Instant::now() + delay >= until {
-                        return Err(format!("{what}: {e}"));
-                    }
-                    self.out.stats.request_retries += 1;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(500));
-                }
-                Err(e) => return Err(format!("{what}: {e}")),
-            }
-        }
+        let transient = |e: &ClaimError| matches!(e, ClaimError::Nats { .. });
+        retrying(
+            what,
+            self.config.retry_bound,
+            &mut self.out.stats.request_retries,
+            transient,
+            op,
+        )
+        .await
     }
 
     fn fail(&mut self, task: &Task, why: String) -> TaskEnd {
@@ -1098,6 +1089,39 @@ impl Leaf {
             Err(e) => self.note_repo_error(&e),
         }
         self.out
+    }
+}
+
+/// Runs `op` until it succeeds, fails in a way `transient` says a retry cannot fix, or
+/// `bound` has passed; between tries it waits 20 ms, doubling up to 500 ms, and counts each
+/// retry in `retries`.
+async fn retrying<T, E, F, Fut>(
+    what: &str,
+    bound: Duration,
+    retries: &mut u64,
+    transient: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let until = Instant::now() + bound;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if !transient(&e) => return Err(format!("{what}: {e}")),
+            Err(e) if Instant::now() + delay >= until => {
+                return Err(format!("{what} failed for {bound:?}: {e}"))
+            }
+            Err(_) => {
+                *retries += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+        }
     }
 }
 

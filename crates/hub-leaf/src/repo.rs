@@ -1166,6 +1166,23 @@ impl Repo {
             .at(path)
     }
 
+    /// Calls `f` with every commit in sequence order, without their blobs: one statement,
+    /// read row by row (a whole history need not fit in memory).
+    pub fn each_commit(&self, mut f: impl FnMut(Commit)) -> Result<(), RepoError> {
+        let path = &self.path;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COMMIT_COLUMNS} FROM commits ORDER BY seq"
+            ))
+            .at(path)?;
+        let mut rows = stmt.query([]).at(path)?;
+        while let Some(r) = rows.next().at(path)? {
+            f(read_row(r).at(path)?.into_commit(path)?);
+        }
+        Ok(())
+    }
+
     /// How many commits are stored (equal to the tip's sequence number).
     pub fn commit_count(&self) -> Result<u64, RepoError> {
         let path = &self.path;

@@ -118,11 +118,7 @@ mod nats_side {
         js: &async_nats::jetstream::Context,
         bucket: &str,
     ) -> Result<kv::Store, TipError> {
-        if bucket.is_empty()
-            || !bucket
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !crate::claims::is_bucket_name(bucket) {
             return Err(TipError::InvalidBucket {
                 name: bucket.to_string(),
             });

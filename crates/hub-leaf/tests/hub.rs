@@ -82,9 +82,9 @@ fn accepted(reply: PushReply) -> (Tip, bool) {
     }
 }
 
-async fn hub(server: &NatsServer, dir: &std::path::Path, claims: Option<(&str, Duration)>) -> Hub {
+/// A hub on `server` with its repository in `dir`.
+async fn hub(server: &NatsServer, dir: &std::path::Path, cfg: HubConfig) -> Hub {
     let (url, path) = (server.url().to_string(), dir.join("hub.db"));
-    let cfg = config(claims);
     tokio::task::spawn_blocking(move || Hub::start(&url, &path, cfg))
         .await
         .unwrap()
@@ -95,7 +95,7 @@ async fn hub(server: &NatsServer, dir: &std::path::Path, claims: Option<(&str, D
 async fn compare_and_swap_fork_retry_and_idempotent_re_push() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let hub = hub(&server, dir.path(), None).await;
+    let hub = hub(&server, dir.path(), config(None)).await;
     let c = bounded("connect", connect(server.url())).await.unwrap();
 
     // A and B both prepare on the empty trunk; A lands, B forks.
@@ -146,7 +146,7 @@ async fn compare_and_swap_fork_retry_and_idempotent_re_push() {
 async fn a_fork_grant_keeps_the_trunk_for_the_forked_leaf_and_then_expires() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let hub = hub(&server, dir.path(), None).await;
+    let hub = hub(&server, dir.path(), config(None)).await;
     let c = bounded("connect", connect(server.url())).await.unwrap();
     let (tip1, _) = accepted(send(&c, &push("x", "slot-9/task-0", 1, None, 9)).await);
 
@@ -188,7 +188,7 @@ async fn a_fork_grant_keeps_the_trunk_for_the_forked_leaf_and_then_expires() {
 async fn a_pull_is_exactly_the_commits_after_a_sequence_number_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let hub = hub(&server, dir.path(), None).await;
+    let hub = hub(&server, dir.path(), config(None)).await;
     let c = bounded("connect", connect(server.url())).await.unwrap();
     let mut tip: Option<Tip> = None;
     let n = MAX_PULL_COMMITS + 10;
@@ -233,7 +233,7 @@ async fn a_pull_is_exactly_the_commits_after_a_sequence_number_bounded() {
 async fn garbage_is_answered_with_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let _hub = hub(&server, dir.path(), None).await;
+    let _hub = hub(&server, dir.path(), config(None)).await;
     let c = bounded("connect", connect(server.url())).await.unwrap();
     let msg = bounded(
         "push",
@@ -262,7 +262,7 @@ async fn the_hub_fences_a_push_whose_token_is_not_the_live_claim() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let ttl = Duration::from_secs(1);
-    let hub = hub(&server, dir.path(), Some(("claims", ttl))).await;
+    let hub = hub(&server, dir.path(), config(Some(("claims", ttl)))).await;
     let c = bounded("connect", connect(server.url())).await.unwrap();
     let js = async_nats::jetstream::new(c.clone());
     let claims = bounded("open", Claims::open(&js, "claims", ttl))
@@ -311,15 +311,11 @@ async fn the_hub_fences_a_push_whose_token_is_not_the_live_claim() {
 async fn with_grants_off_a_fork_keeps_nothing_for_the_forked_leaf() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let (url, path) = (server.url().to_string(), dir.path().join("hub.db"));
     let cfg = HubConfig {
         grant_timeout: Duration::ZERO,
         ..config(None)
     };
-    let hub = tokio::task::spawn_blocking(move || Hub::start(&url, &path, cfg))
-        .await
-        .unwrap()
-        .unwrap();
+    let hub = hub(&server, dir.path(), cfg).await;
     let c = bounded("connect", connect(server.url())).await.unwrap();
     let (tip1, _) = accepted(send(&c, &push("x", "slot-9/task-0", 1, None, 9)).await);
     assert!(matches!(
@@ -340,15 +336,11 @@ async fn with_grants_off_a_fork_keeps_nothing_for_the_forked_leaf() {
 async fn tips_made_faster_than_the_broadcast_interval_coalesce_and_the_last_goes_out() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let (url, path) = (server.url().to_string(), dir.path().join("hub.db"));
     let cfg = HubConfig {
         tip_interval: Duration::from_millis(300),
         ..config(None)
     };
-    let hub = tokio::task::spawn_blocking(move || Hub::start(&url, &path, cfg))
-        .await
-        .unwrap()
-        .unwrap();
+    let hub = hub(&server, dir.path(), cfg).await;
     let c = bounded("connect", connect(server.url())).await.unwrap();
     let mut tip: Option<Tip> = None;
     for i in 0..30u8 {
@@ -376,4 +368,40 @@ async fn tips_made_faster_than_the_broadcast_interval_coalesce_and_the_last_goes
         "{} tips published for 30 commits",
         stats.tips_published
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_hub_knows_its_tasks_and_serves_recent_commits_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let cfg = HubConfig {
+        cache_commits: 2,
+        ..config(None)
+    };
+    let first = hub(&server, dir.path(), cfg.clone()).await;
+    let c = bounded("connect", connect(server.url())).await.unwrap();
+    let mut tip: Option<Tip> = None;
+    let mut pushes = Vec::new();
+    for i in 0..5u8 {
+        let req = push("a", &format!("slot-0/task-{i}"), 1, tip.as_ref(), i);
+        tip = Some(accepted(send(&c, &req).await).0);
+        pushes.push(req);
+    }
+    first.stop().unwrap();
+
+    let again = hub(&server, dir.path(), cfg).await;
+    assert_eq!(again.tip(), tip);
+    // The task index came back from the repository: a re-push is a no-op, another commit
+    // for a done task a duplicate.
+    let (_, new) = accepted(send(&c, &pushes[0]).await);
+    assert!(!new);
+    let other = push("b", "slot-0/task-0", 1, tip.as_ref(), 9);
+    assert_eq!(send(&c, &other).await, PushReply::Duplicate { seq: 1 });
+    // Commits 4 and 5 are in memory; older ones come from SQLite.
+    let (_, recent) = pull(&c, 3).await;
+    assert_eq!(recent.commits.len(), 2);
+    let (_, all) = pull(&c, 0).await;
+    assert_eq!(all.commits.len(), 5);
+    let stats = again.stop().unwrap();
+    assert_eq!((stats.pulls, stats.pulls_cached), (2, 1));
 }

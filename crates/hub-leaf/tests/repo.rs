@@ -602,3 +602,16 @@ fn pulls_travel_as_json_with_base64_blobs() {
     let err = serde_json::from_value::<Pull>(broken).unwrap_err();
     assert!(err.to_string().contains(&pull.blobs[0].0), "{err}");
 }
+
+#[test]
+fn each_commit_walks_the_whole_history_in_order_without_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = filled(dir.path(), "walk.db", 300);
+    let mut seen = Vec::new();
+    r.each_commit(|c| seen.push(c)).unwrap();
+    assert_eq!(seen, all_commits(&r).commits);
+    let empty = open(dir.path(), "empty.db");
+    let mut n = 0;
+    empty.each_commit(|_| n += 1).unwrap();
+    assert_eq!(n, 0);
+}
