@@ -113,6 +113,14 @@ impl ChildGuard {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
+    /// Whether the child has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -2,12 +2,21 @@
 //!
 //! `stress list [--json]` shows the registered suites; `stress run SUITE --profile P
 //! --seed N --out FILE` runs one. `cargo xtask stress` drives this binary, one child
-//! process per suite, and renders the report.
+//! process per suite, and renders the report. `stress maxrps --target SPEC` finds the max
+//! rate of any target; `stress plan FILE.toml` runs a plan file; `stress serve SPEC` serves
+//! a model of known capacity over HTTP or NATS.
 
 mod daemon_harness;
 mod daemon_target;
+mod hlog_file;
 mod maxrps;
+mod nginx;
+mod plan;
+mod plan_mix;
+mod plan_run;
+mod serve;
 mod suites;
+mod target_flags;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +47,25 @@ enum Command {
     /// A flag given twice takes its last value.
     #[command(args_override_self = true)]
     Maxrps(Box<maxrps::MaxRpsArgs>),
+    /// Run a plan file (targets, scenario mix, shape, SLOs, processes) and write its result.
+    Plan {
+        /// The plan, TOML (see examples/plans/).
+        file: PathBuf,
+        /// Where to write the result JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the plan's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write an HdrHistogram interval log here (overrides the plan's `hlog`).
+        #[arg(long)]
+        hlog: Option<PathBuf>,
+        /// Only check the plan and print its name, scale and expected seconds as JSON.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Serve a model of known capacity (`sim:`, `usl:`) over HTTP or NATS request-reply.
+    Serve(serve::ServeArgs),
     /// (internal) Run the rpc-daemon under test; the daemon-* suites start it as a child.
     #[command(name = "__daemon", hide = true)]
     Daemon(daemon_harness::DaemonArgs),
@@ -95,36 +123,17 @@ fn real_main() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Maxrps(args) => {
-            // A private daemon (no `db=`) lives inside the target: killed when it drops.
-            let target = daemon_target::resolve(&args.target)?;
-            let (cfg, generator) = args.config(target.as_ref())?;
-            println!(
-                "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",
-                target.describe(),
-                cfg.steps,
-                cfg.slo.describe(),
-                cfg.precision_pct
-            );
-            let started = Instant::now();
-            let report = maxrps::run_finder(target, &cfg, generator, true)?;
-            if let Some(path) = &args.csv {
-                collector::result::write_atomic(path, report.csv().as_bytes())?;
-                println!("csv written to {}", path.display());
-            }
-            if let Some(path) = &args.json {
-                let mut result =
-                    maxrps::to_result("maxrps", "custom", &args.steps, 0, &cfg, &report);
-                result.wall_s = started.elapsed().as_secs_f64();
-                result.write(path)?;
-                println!("result written to {}", path.display());
-            }
-            println!("{}", report.answer_line());
-            Ok(if report.rate().is_some() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+        Command::Maxrps(args) => maxrps_command(&args),
+        Command::Plan {
+            file,
+            out,
+            seed,
+            hlog,
+            check,
+        } => plan_command(&file, out.as_deref(), seed, hlog, check),
+        Command::Serve(args) => {
+            serve::serve(&args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Daemon(args) => {
             daemon_harness::serve(&args)?;
@@ -183,4 +192,85 @@ fn real_main() -> Result<ExitCode> {
             })
         }
     }
+}
+
+fn maxrps_command(args: &maxrps::MaxRpsArgs) -> Result<ExitCode> {
+    let rt = suites::runtime()?;
+    let opts = args
+        .target_flags
+        .options(args.seed, std::path::Path::new("."))?;
+    // A private daemon (no `db=`) lives inside the target: killed when it drops.
+    let target = target_flags::resolve(&rt, &args.target, &opts)?;
+    let (cfg, generator) = args.config(target.as_ref())?;
+    println!(
+        "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",
+        target.describe(),
+        cfg.steps,
+        cfg.slo.describe(),
+        cfg.precision_pct
+    );
+    let started = Instant::now();
+    let report = rt.block_on(maxrps::find_on(
+        target.clone(),
+        &cfg,
+        generator,
+        true,
+        args.hlog.as_deref(),
+    ))?;
+    if let Some(path) = &args.csv {
+        collector::result::write_atomic(path, report.csv().as_bytes())?;
+        println!("csv written to {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        let mut result = maxrps::to_result("maxrps", "custom", &args.steps, 0, &cfg, &report);
+        result.wall_s = started.elapsed().as_secs_f64();
+        result.write(path)?;
+        println!("result written to {}", path.display());
+    }
+    println!("{}", report.answer_line());
+    Ok(if report.rate().is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn plan_command(
+    file: &std::path::Path,
+    out: Option<&std::path::Path>,
+    seed: Option<u64>,
+    hlog: Option<PathBuf>,
+    check: bool,
+) -> Result<ExitCode> {
+    let plan = plan::read(file)?;
+    if check {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan_run::entry(&plan)?)?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let started = Instant::now();
+    let mut result = plan_run::run(&plan, dir, seed, hlog)?;
+    result.wall_s = started.elapsed().as_secs_f64();
+    println!(
+        "{}: {} — {}",
+        result.suite, result.verdict.status, result.headline
+    );
+    for reason in &result.verdict.reasons {
+        println!("  - {reason}");
+    }
+    if let Some(path) = out {
+        result.write(path)?;
+        println!("result written to {}", path.display());
+    }
+    Ok(if result.verdict.status == Status::Fail {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

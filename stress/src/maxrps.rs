@@ -1,7 +1,7 @@
 //! `stress maxrps`: the collector's max-RPS finder from the command line, and the shared
 //! conversion of a finder report into a `SuiteResult` (used by the `maxrps-*` suites).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +13,27 @@ use collector::slo::{parse_action_limits, Slo};
 use collector::target::Target;
 use collector::{Line, Metric, Series, SuiteResult, Table, Verdict};
 
+use crate::target_flags::TargetFlags;
+
 /// Flags of `stress maxrps`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MaxRpsArgs {
-    /// What to load: `sim:servers=K,service_us=S[,queue=Q]`, `usl:service_us=S,sigma=X,kappa=Y`,
-    /// `noop`, or `daemon:op=create|mix[,db=PATH][,pool=N][,seed=N]` (without `db=`, a
-    /// private daemon in a temp dir).
+    /// What to load: `http://HOST:PORT/PATH`, `h2c://HOST:PORT/PATH`,
+    /// `nats://HOST:PORT/SUBJECT`, `jetstream://HOST:PORT/STREAM/SUBJECT`, `unix:PATH`,
+    /// `exec:PROGRAM ARG…`, `sim:servers=K,service_us=S[,queue=Q]`,
+    /// `usl:service_us=S,sigma=X,kappa=Y`, `noop`, or
+    /// `daemon:op=create|mix[,db=PATH][,pool=N][,seed=N]` (without `db=`, a private daemon).
     #[arg(long)]
     pub target: String,
+    /// Settings of the target that are not in its spec.
+    #[command(flatten)]
+    pub target_flags: TargetFlags,
+    /// Seed of `{rand}` in body templates.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write an HdrHistogram interval log here (one interval per second, a tag per action).
+    #[arg(long)]
+    pub hlog: Option<PathBuf>,
     /// Increasing rates, ops/s, with an optional k suffix: `1k,2k,4k,8k`.
     #[arg(long, allow_hyphen_values = true)]
     pub steps: String,
@@ -127,21 +140,56 @@ pub fn run_finder(
     echo: bool,
 ) -> Result<FinderReport> {
     let rt = crate::suites::runtime()?;
-    let report = rt.block_on(async {
-        let mut gen = OpenLoop::new(target, generator)?;
-        if echo {
-            print!("{}", collector::finder::FinderReport::header());
-        }
-        find(&mut gen, cfg, |row| {
-            if echo {
-                print!("{}", collector::finder::console_row(row));
-            }
-        })
-        .await
-    })?;
+    let report = rt.block_on(find_on(target, cfg, generator, echo, None));
     // In-flight operations were awaited by every step; nothing is left to cancel.
     rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(report)
+    report
+}
+
+/// The finder on the current runtime (the one `target` was opened on), printing each step
+/// as it ends if `echo`, and writing an interval log to `hlog` if given.
+pub async fn find_on(
+    target: Arc<dyn Target>,
+    cfg: &FinderConfig,
+    generator: GeneratorConfig,
+    echo: bool,
+    hlog: Option<&Path>,
+) -> Result<FinderReport> {
+    let mut gen = OpenLoop::new(target.clone(), generator)?;
+    let tap = match hlog {
+        Some(path) => {
+            let comment = format!("target {} · SLO {}", target.describe(), cfg.slo.describe());
+            Some(crate::hlog_file::start(path, target.as_ref(), &[comment])?)
+        }
+        None => None,
+    };
+    if let Some(t) = &tap {
+        gen.set_tap(Some(t.recorder()));
+    }
+    if echo {
+        print!("{}", collector::finder::FinderReport::header());
+    }
+    let report = find(&mut gen, cfg, |row| {
+        if echo {
+            print!("{}", collector::finder::console_row(row));
+        }
+        if let Some(t) = &tap {
+            t.comment(&format!(
+                "[step ended: {} {}/s, {}]",
+                row.phase.name(),
+                row.target_per_s,
+                row.verdict.status
+            ));
+        }
+    })
+    .await;
+    if let Some(t) = tap {
+        let n = t.finish().await?;
+        if let Some(path) = hlog {
+            println!("interval log: {n} intervals written to {}", path.display());
+        }
+    }
+    Ok(report?)
 }
 
 fn ms(v: f64) -> String {

@@ -24,9 +24,14 @@ pub struct StressArgs {
     /// Scale of every suite: smoke (seconds), quick (minutes, the default) or full.
     #[arg(long, default_value = "quick", value_parser = clap::builder::PossibleValuesParser::new(PROFILES))]
     pub profile: String,
-    /// Run only this suite (repeatable). Default: every suite.
+    /// Run only this suite (repeatable; `all` for every suite). Default: every suite,
+    /// unless plans are given.
     #[arg(long = "suite", value_name = "NAME")]
     pub suites: Vec<String>,
+    /// Run this plan file (repeatable; see examples/plans/) into the trial, after the
+    /// suites. With `--plan` and no `--suite`, the trial holds only the plans.
+    #[arg(long = "plan", value_name = "FILE.toml")]
+    pub plans: Vec<PathBuf>,
     /// Seed every suite generates its workload from; the same seed replays the same trial.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -70,6 +75,59 @@ impl CatalogEntry {
             .map(|(_, plan)| plan)
             .with_context(|| format!("suite {} has no plan for profile {profile}", self.name))
     }
+}
+
+/// One child run of a trial: a suite, or a plan file.
+struct Job {
+    name: String,
+    scale: String,
+    expected_s: u64,
+    /// `stress` arguments before `--out FILE`.
+    args: Vec<std::ffi::OsString>,
+}
+
+/// What `stress plan FILE --check` prints.
+#[derive(Debug, Deserialize)]
+struct PlanCheck {
+    name: String,
+    scale: String,
+    expected_s: u64,
+}
+
+/// Checks each plan (`stress plan FILE --check`) before anything slow runs.
+fn plan_jobs(stress: &Path, plans: &[PathBuf], seed: u64) -> Result<Vec<Job>> {
+    let mut jobs: Vec<Job> = Vec::new();
+    for file in plans {
+        let out = Command::new(stress)
+            .arg("plan")
+            .arg(file)
+            .arg("--check")
+            .output()
+            .with_context(|| format!("running {} plan --check", stress.display()))?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let c: PlanCheck = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("parsing `stress plan {} --check`", file.display()))?;
+        if jobs.iter().any(|j| j.name == c.name) {
+            bail!(
+                "two plans are named {:?}: expected a unique name per plan",
+                c.name
+            );
+        }
+        jobs.push(Job {
+            name: c.name,
+            scale: c.scale,
+            expected_s: c.expected_s,
+            args: vec![
+                "plan".into(),
+                file.clone().into_os_string(),
+                "--seed".into(),
+                seed.to_string().into(),
+            ],
+        });
+    }
+    Ok(jobs)
 }
 
 /// The time bound of a suite expected to take `expected_s`: three times that plus a minute,
@@ -138,6 +196,9 @@ pub fn select<'a>(
     catalog: &'a [CatalogEntry],
     requested: &[String],
 ) -> Result<Vec<&'a CatalogEntry>> {
+    if requested.iter().any(|r| r == "all") {
+        return Ok(catalog.iter().collect());
+    }
     let unknown: Vec<&String> = requested
         .iter()
         .filter(|r| !catalog.iter().any(|c| &c.name == *r))
@@ -240,7 +301,37 @@ pub fn run(root: &Path, args: &StressArgs) -> Result<ExitCode> {
     let mut provenance = host::provenance(root, host::command_line(), started_utc);
     let stress = build_stress(root)?;
     let catalog = catalog(&stress)?;
-    let selected = select(&catalog, &args.suites)?;
+    let selected = if args.plans.is_empty() || !args.suites.is_empty() {
+        select(&catalog, &args.suites)?
+    } else {
+        Vec::new()
+    };
+    let mut jobs = Vec::new();
+    for suite in &selected {
+        let plan = suite.plan(&args.profile)?;
+        jobs.push(Job {
+            name: suite.name.clone(),
+            scale: plan.scale.clone(),
+            expected_s: plan.expected_s,
+            args: vec![
+                "run".into(),
+                suite.name.clone().into(),
+                "--profile".into(),
+                args.profile.clone().into(),
+                "--seed".into(),
+                args.seed.to_string().into(),
+            ],
+        });
+    }
+    for job in plan_jobs(&stress, &args.plans, args.seed)? {
+        if jobs.iter().any(|j| j.name == job.name) {
+            bail!(
+                "plan {:?} has the name of a suite: rename the plan",
+                job.name
+            );
+        }
+        jobs.push(job);
+    }
     let dir = trial_dir(root, args, &date)?;
     let label = dir
         .file_name()
@@ -252,14 +343,11 @@ pub fn run(root: &Path, args: &StressArgs) -> Result<ExitCode> {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }
 
-    let expected: u64 = selected
-        .iter()
-        .map(|s| s.plan(&args.profile).map(|p| p.expected_s))
-        .sum::<Result<u64>>()?;
+    let expected: u64 = jobs.iter().map(|j| j.expected_s).sum();
     eprintln!(
         "trial {label}: {} suite{} · profile {} · seed {} · expected ~{} s · writing {}",
-        selected.len(),
-        if selected.len() == 1 { "" } else { "s" },
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
         args.profile,
         args.seed,
         expected,
@@ -274,13 +362,9 @@ pub fn run(root: &Path, args: &StressArgs) -> Result<ExitCode> {
         args.seed,
         provenance.clone(),
     );
-    for (i, suite) in selected.iter().enumerate() {
-        let plan = suite.plan(&args.profile)?;
-        let bound = bound_for(plan.expected_s);
-        let next = selected
-            .get(i + 1)
-            .map(|s| s.name.as_str())
-            .unwrap_or("report");
+    for (i, job) in jobs.iter().enumerate() {
+        let bound = bound_for(job.expected_s);
+        let next = jobs.get(i + 1).map(|j| j.name.as_str()).unwrap_or("report");
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg}")
@@ -289,20 +373,17 @@ pub fn run(root: &Path, args: &StressArgs) -> Result<ExitCode> {
         let header = format!(
             "[{}/{}] {} ({}, ~{} s, bound {} s)",
             i + 1,
-            selected.len(),
-            suite.name,
-            plan.scale,
-            plan.expected_s,
+            jobs.len(),
+            job.name,
+            job.scale,
+            job.expected_s,
             bound.as_secs()
         );
         eprintln!("{header} …");
-        let result_path = work.join(format!("{}.json", suite.name));
-        let log = work.join(format!("{}.log", suite.name));
+        let result_path = work.join(format!("{}.json", job.name));
+        let log = work.join(format!("{}.log", job.name));
         let mut cmd = Command::new(&stress);
-        cmd.args(["run", &suite.name, "--profile", &args.profile, "--seed"])
-            .arg(args.seed.to_string())
-            .arg("--out")
-            .arg(&result_path);
+        cmd.args(&job.args).arg("--out").arg(&result_path);
         let (ending, wall) = run_bounded(cmd, &log, bound, |elapsed| {
             bar.set_message(format!(
                 "{header}: {} s elapsed · next: {next}",
@@ -312,9 +393,9 @@ pub fn run(root: &Path, args: &StressArgs) -> Result<ExitCode> {
         })?;
         bar.finish_and_clear();
         let outcome = Outcome {
-            suite: &suite.name,
+            suite: &job.name,
             profile: &args.profile,
-            scale: &plan.scale,
+            scale: &job.scale,
             seed: args.seed,
             bound,
             result_path: &result_path,
@@ -415,6 +496,7 @@ mod tests {
         let c = cat(&["timer", "maxrps-sim", "herd"]);
         let all = select(&c, &[]).unwrap();
         assert_eq!(all.len(), 3);
+        assert_eq!(select(&c, &["all".into()]).unwrap().len(), 3);
         let some = select(&c, &["herd".into(), "timer".into()]).unwrap();
         assert_eq!(
             some.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),

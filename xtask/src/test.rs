@@ -176,14 +176,15 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
                     .with_context(|| format!("clearing {}", out.display()))?;
             }
             eprintln!(
-                "\n==> smoke: every suite at its smallest scale into {}",
+                "\n==> smoke: every suite at its smallest scale, and examples/plans/sim.toml, into {}",
                 out.display()
             );
             let code = stress::run(
                 root,
                 &StressArgs {
                     profile: "smoke".into(),
-                    suites: Vec::new(),
+                    suites: vec!["all".into()],
+                    plans: vec![root.join("examples/plans/sim.toml")],
                     seed: 1,
                     date: None,
                     out: Some(out),

@@ -157,7 +157,9 @@ fn micros(d: Duration) -> u64 {
 pub fn recorder_for(target: &dyn Target) -> Result<Arc<Recorder>, GeneratorError> {
     let actions = target.actions();
     let names: Vec<&str> = actions.iter().map(String::as_str).collect();
+    let marks: Vec<ActionId> = target.mark_actions().into_iter().map(ActionId).collect();
     Recorder::new(&names, SHARDS)
+        .and_then(|r| r.with_marks(&marks))
         .map(Arc::new)
         .map_err(|e| GeneratorError::Target {
             target: target.describe(),
@@ -175,10 +177,12 @@ fn counted_action(target: &dyn Target, recorder: &Recorder, seq: u64) -> ActionI
     )
 }
 
-/// Runs one operation to completion (bounded by the timeout) and records it.
+/// Runs one operation to completion (bounded by the timeout) and records it, and into the
+/// tap (if any) under the tap's epoch at completion.
 async fn run_op(
     target: Arc<dyn Target>,
     recorder: Arc<Recorder>,
+    tap: Option<Arc<Recorder>>,
     epoch: Epoch,
     seq: u64,
     intended: Instant,
@@ -186,13 +190,18 @@ async fn run_op(
 ) {
     let n_actions = recorder.actions().len();
     let picked = target.pick(seq);
+    let mut marks = Vec::new();
     let (action, result) = if picked < n_actions {
         let actual = Instant::now();
-        let r = match tokio::time::timeout(op_timeout, target.call(picked, seq)).await {
+        let r = match tokio::time::timeout(op_timeout, target.call_marked(picked, seq)).await {
             Ok(r) => r,
             Err(_) => Err(OpError::timeout()),
         };
-        (picked, r.map(|()| actual).map_err(|e| (e, actual)))
+        let r = r.map(|m| {
+            marks = m;
+            actual
+        });
+        (picked, r.map_err(|e| (e, actual)))
     } else {
         let now = Instant::now();
         let e = OpError::new(
@@ -206,16 +215,28 @@ async fn run_op(
         Ok(actual) => (*actual, None),
         Err((e, actual)) => (*actual, Some(e.kind.as_ref())),
     };
-    recorder.record(
-        seq as usize,
-        epoch,
-        &Sample {
-            action: ActionId(action),
-            latency_us: micros(end.saturating_duration_since(intended)),
-            service_us: micros(end.saturating_duration_since(actual)),
-            error,
-        },
-    );
+    let tap_epoch = tap.as_ref().map(|t| t.epoch());
+    let emit = |sample: &Sample<'_>| {
+        recorder.record(seq as usize, epoch, sample);
+        if let (Some(tap), Some(now)) = (&tap, tap_epoch) {
+            tap.record(seq as usize, now, sample);
+        }
+    };
+    emit(&Sample {
+        action: ActionId(action),
+        latency_us: micros(end.saturating_duration_since(intended)),
+        service_us: micros(end.saturating_duration_since(actual)),
+        error,
+    });
+    // A mark index the recorder does not know is counted in `unknown_actions`.
+    for mark in &marks {
+        emit(&Sample {
+            action: ActionId(mark.action),
+            latency_us: micros(mark.at.saturating_duration_since(intended)),
+            service_us: micros(mark.at.saturating_duration_since(actual)),
+            error: None,
+        });
+    }
 }
 
 /// Counts of one open-loop drive.
@@ -259,6 +280,7 @@ impl Drive {
 async fn drive(
     target: &Arc<dyn Target>,
     recorder: &Arc<Recorder>,
+    tap: Option<&Arc<Recorder>>,
     limit: &Arc<Semaphore>,
     cfg: &GeneratorConfig,
     rate: f64,
@@ -318,9 +340,10 @@ async fn drive(
             d.issued += 1;
         }
         let (t, r, done) = (target.clone(), recorder.clone(), done.clone());
+        let tap = tap.cloned();
         let timeout = cfg.op_timeout;
         tokio::spawn(async move {
-            run_op(t, r, epoch, seq, intended, timeout).await;
+            run_op(t, r, tap, epoch, seq, intended, timeout).await;
             drop(permit);
             done.add_permits(1);
         });
@@ -354,6 +377,7 @@ async fn await_ops(done: &Semaphore, issued: u64, bound: Duration) -> bool {
 pub struct OpenLoop {
     target: Arc<dyn Target>,
     recorder: Arc<Recorder>,
+    tap: Option<Arc<Recorder>>,
     limit: Arc<Semaphore>,
     cfg: GeneratorConfig,
     next_seq: u64,
@@ -367,9 +391,18 @@ impl OpenLoop {
             limit: Arc::new(Semaphore::new(cfg.max_in_flight.max(1) as usize)),
             target,
             recorder,
+            tap: None,
             cfg,
             next_seq: 0,
         })
+    }
+
+    /// Also records every completed operation (and its marks) into `tap`, under the tap's
+    /// epoch at completion, whatever the step: resetting the tap every second yields the
+    /// per-second intervals of an interval log ([`crate::hlog`]). Build it with
+    /// [`recorder_for`] on the same target. `None` removes the tap.
+    pub fn set_tap(&mut self, tap: Option<Arc<Recorder>>) {
+        self.tap = tap;
     }
 
     /// The target.
@@ -404,12 +437,15 @@ impl OpenLoop {
                 think,
                 duration,
             } => Ok(vec![
-                closed_loop(
+                closed_loop_tapped(
                     self.target.clone(),
-                    *workers,
-                    *think,
-                    *duration,
-                    self.cfg.op_timeout,
+                    ClosedLoopConfig {
+                        workers: *workers,
+                        think: *think,
+                        duration: *duration,
+                        op_timeout: self.cfg.op_timeout,
+                    },
+                    self.tap.clone(),
                 )
                 .await?,
             ]),
@@ -430,6 +466,7 @@ impl OpenLoop {
         let d = drive(
             &self.target,
             &self.recorder,
+            self.tap.as_ref(),
             &self.limit,
             &self.cfg,
             rate as f64,
@@ -476,6 +513,7 @@ impl OpenLoop {
             let d = drive(
                 &self.target,
                 &recorder,
+                self.tap.as_ref(),
                 &self.limit,
                 &self.cfg,
                 p.rate_per_s as f64,
@@ -532,9 +570,10 @@ impl OpenLoop {
             lateness.saturating_record(micros(intended.elapsed()).max(1));
             issued += 1;
             let (t, r, done) = (self.target.clone(), self.recorder.clone(), done.clone());
+            let tap = self.tap.clone();
             let timeout = self.cfg.op_timeout;
             tokio::spawn(async move {
-                run_op(t, r, epoch, seq, intended, timeout).await;
+                run_op(t, r, tap, epoch, seq, intended, timeout).await;
                 drop(permit);
                 done.add_permits(1);
             });
@@ -566,6 +605,40 @@ pub async fn closed_loop(
     duration: Duration,
     op_timeout: Duration,
 ) -> Result<Measured, GeneratorError> {
+    let cfg = ClosedLoopConfig {
+        workers,
+        think,
+        duration,
+        op_timeout,
+    };
+    closed_loop_tapped(target, cfg, None).await
+}
+
+/// Settings of a closed-loop run.
+#[derive(Debug, Clone, Copy)]
+pub struct ClosedLoopConfig {
+    /// Workers, each with one operation at a time.
+    pub workers: u64,
+    /// Pause of each worker between its operations.
+    pub think: Duration,
+    /// How long the run lasts.
+    pub duration: Duration,
+    /// Bound of every operation.
+    pub op_timeout: Duration,
+}
+
+/// [`closed_loop`] that also records into `tap` (see [`OpenLoop::set_tap`]).
+pub async fn closed_loop_tapped(
+    target: Arc<dyn Target>,
+    cfg: ClosedLoopConfig,
+    tap: Option<Arc<Recorder>>,
+) -> Result<Measured, GeneratorError> {
+    let ClosedLoopConfig {
+        workers,
+        think,
+        duration,
+        op_timeout,
+    } = cfg;
     Shape::ClosedLoop {
         workers,
         think,
@@ -579,7 +652,7 @@ pub async fn closed_loop(
     let epoch = recorder.epoch();
     let mut handles = Vec::with_capacity(workers as usize);
     for w in 0..workers {
-        let (t, r) = (target.clone(), recorder.clone());
+        let (t, r, tap) = (target.clone(), recorder.clone(), tap.clone());
         handles.push(tokio::spawn(async move {
             let mut n = 0u64;
             // Bounded by the deadline: every iteration takes at least until its operation
@@ -587,7 +660,16 @@ pub async fn closed_loop(
             while Instant::now() < end {
                 let seq = w + n * workers;
                 let began = Instant::now();
-                run_op(t.clone(), r.clone(), epoch, seq, began, op_timeout).await;
+                run_op(
+                    t.clone(),
+                    r.clone(),
+                    tap.clone(),
+                    epoch,
+                    seq,
+                    began,
+                    op_timeout,
+                )
+                .await;
                 n += 1;
                 if !think.is_zero() {
                     tokio::time::sleep(think).await;

@@ -10,9 +10,11 @@
 //! - [`slo`]: PASS / TRIP / INCONCLUSIVE per step; [`finder`]: the max-RPS finder.
 //! - [`usl`]: Universal Scalability Law fit; [`resources`]: /proc sampler and leak check.
 //! - [`scenario`]: weighted scenario mixes.
+//! - [`hlog`]: HdrHistogram interval logs (one histogram per action and second).
 
 pub mod finder;
 pub mod generator;
+pub mod hlog;
 pub mod recorder;
 pub mod resources;
 pub mod result;

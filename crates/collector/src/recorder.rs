@@ -101,13 +101,14 @@
 //! # Serialized form
 //!
 //! [`StepData::to_bytes`] writes JSON: `{"format": "herdlab-step-data", "schema": 1, "epoch",
-//! "stragglers", "actions": {name: {"ok", "errors", "late", "dropped", "latency", "service"}}}`
+//! "stragglers", "actions": {name: {"ok", "errors", "late", "dropped", "latency", "service"}},
+//! "marks": [name, …]}` (`marks` only when there are any: data without it reads as none),
 //! where each histogram is the base64 (standard alphabet, padded) of its HdrHistogram V2 +
 //! deflate encoding, readable by any HdrHistogram implementation. [`StepData::from_bytes`]
 //! checks all of it, including the histogram encodings, before trusting any of it; on bad
 //! input it returns an error saying where and what, never panics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;
 
@@ -186,6 +187,17 @@ pub enum RecorderError {
         /// The limit.
         max: usize,
     },
+    /// A mark index is not one of the recorder's actions.
+    #[error("mark #{index} is not an action: the recorder has {actions} actions")]
+    UnknownMark {
+        /// The index given.
+        index: usize,
+        /// How many actions there are.
+        actions: usize,
+    },
+    /// Every action was declared a mark, so no operation would be counted.
+    #[error("every action is a mark: expected at least one action that is an operation")]
+    AllMarks,
     /// Two histograms cannot be merged.
     #[error("cannot merge {what}: {reason}")]
     Merge {
@@ -504,6 +516,10 @@ pub struct StepData {
     /// `record*` calls that arrived during this step carrying the epoch of an earlier step
     /// (see the module doc); they are in no histogram or counter.
     pub stragglers: u64,
+    /// Actions that are *marks*: a second latency of other actions' operations (a JetStream
+    /// publish's ack, when the operation ends at delivery). Each is reported on its own but
+    /// kept out of [`StepData::total`], so totals count every operation once.
+    pub marks: BTreeSet<String>,
 }
 
 impl StepData {
@@ -513,13 +529,18 @@ impl StepData {
             epoch,
             actions: BTreeMap::new(),
             stragglers: 0,
+            marks: BTreeSet::new(),
         }
     }
 
-    /// All actions merged into one.
+    /// All actions merged into one, marks left out (each operation counts once).
     pub fn total(&self) -> ActionData {
         let mut total = ActionData::new();
-        for a in self.actions.values() {
+        for (_, a) in self
+            .actions
+            .iter()
+            .filter(|(n, _)| !self.marks.contains(*n))
+        {
             // Infallible: values beyond the range (only in hand-made data) are clamped.
             total.merge_unchecked(a);
         }
@@ -547,6 +568,7 @@ impl StepData {
             }
         }
         self.stragglers = self.stragglers.saturating_add(other.stragglers);
+        self.marks.extend(other.marks.iter().cloned());
         Ok(())
     }
 
@@ -585,6 +607,7 @@ impl StepData {
             epoch: self.epoch.0,
             stragglers: self.stragglers,
             actions,
+            marks: self.marks.clone(),
         };
         serde_json::to_vec(&wire).map_err(|e| RecorderError::Encode {
             what: "step data".into(),
@@ -660,10 +683,17 @@ impl StepData {
                 },
             );
         }
+        if let Some(name) = wire.marks.iter().find(|m| !actions.contains_key(*m)) {
+            return Err(decode_err(
+                "marks",
+                format!("mark {name:?} is not one of the actions"),
+            ));
+        }
         Ok(StepData {
             epoch: Epoch(wire.epoch),
             actions,
             stragglers: wire.stragglers,
+            marks: wire.marks,
         })
     }
 }
@@ -682,6 +712,9 @@ struct WireStep {
     epoch: u64,
     stragglers: u64,
     actions: BTreeMap<String, WireAction>,
+    /// Absent in data written before marks existed: none.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    marks: BTreeSet<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -928,6 +961,8 @@ pub struct Recorder {
     control: Mutex<()>,
     /// Events whose `ActionId` is not one of this recorder's.
     unknown: AtomicU64,
+    /// The names of the actions that are marks (see [`StepData::marks`]).
+    marks: BTreeSet<String>,
 }
 
 impl fmt::Debug for Recorder {
@@ -988,7 +1023,32 @@ impl Recorder {
             shards: slots,
             control: Mutex::new(()),
             unknown: AtomicU64::new(0),
+            marks: BTreeSet::new(),
         })
+    }
+
+    /// Declares `marks` (indices into the actions) to be marks: second latencies of other
+    /// actions' operations, kept out of [`StepData::total`]. Fails on an index that is not
+    /// an action, or if every action would be a mark.
+    pub fn with_marks(mut self, marks: &[ActionId]) -> Result<Recorder, RecorderError> {
+        for m in marks {
+            let Some(name) = self.names.get(m.0) else {
+                return Err(RecorderError::UnknownMark {
+                    index: m.0,
+                    actions: self.names.len(),
+                });
+            };
+            self.marks.insert(name.clone());
+        }
+        if self.marks.len() == self.names.len() {
+            return Err(RecorderError::AllMarks);
+        }
+        Ok(self)
+    }
+
+    /// The names of the actions that are marks.
+    pub fn marks(&self) -> &BTreeSet<String> {
+        &self.marks
     }
 
     /// The id of the action called `name`.
@@ -1083,6 +1143,7 @@ impl Recorder {
             epoch: Epoch(epoch),
             actions: self.names.iter().cloned().zip(data).collect(),
             stragglers,
+            marks: self.marks.clone(),
         }
     }
 

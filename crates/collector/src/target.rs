@@ -41,6 +41,18 @@ impl OpError {
     }
 }
 
+/// A second latency of one operation: the operation reached action `action` (one of the
+/// target's [`Target::mark_actions`]) at `at`. A JetStream publish whose operation ends
+/// when the message is delivered marks the instant its ack came back: the report then has
+/// publish→ack and publish→delivery for the same operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Index into [`Target::actions`] of a mark action.
+    pub action: usize,
+    /// When the operation reached it.
+    pub at: tokio::time::Instant,
+}
+
 /// Error kind of an operation that ran past its timeout.
 pub const KIND_TIMEOUT: &str = "timeout";
 /// Error kind of an operation the target refused because it was full.
@@ -67,6 +79,22 @@ pub trait Target: Send + Sync + 'static {
     /// Performs operation `seq` as action `action`. The generator bounds it with a timeout
     /// and drops (cancels) the future when the timeout passes.
     fn call(&self, action: usize, seq: u64) -> BoxFuture<'_, Result<(), OpError>>;
+
+    /// Indices into [`Target::actions`] of the actions that are *marks*: second latencies of
+    /// other actions' operations, reported through [`Target::call_marked`]. [`Target::pick`]
+    /// never returns one; they are kept out of step totals, so every operation counts once
+    /// in the overall percentiles and error rate. Default: none.
+    fn mark_actions(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// [`Target::call`], also returning the marks the operation passed (each recorded as an
+    /// ok sample of its action, latency from the operation's intended start to the mark).
+    /// This is what the generator calls. Default: `call`, without marks.
+    fn call_marked(&self, action: usize, seq: u64) -> BoxFuture<'_, Result<Vec<Mark>, OpError>> {
+        let call = self.call(action, seq);
+        Box::pin(async move { call.await.map(|()| Vec::new()) })
+    }
 
     /// The target's backlog (queue length, consumer lag) now, if it has one.
     fn pending(&self) -> Option<u64> {

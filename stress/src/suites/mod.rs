@@ -16,8 +16,11 @@ mod herd_common;
 mod herd_contention;
 mod herd_faults;
 mod herd_sweep;
+mod http_peer;
+mod maxrps_serve;
 mod maxrps_sim;
 mod multitier;
+mod nats_jetstream;
 mod timer;
 mod usl_sim;
 mod vector_100k;
@@ -35,6 +38,7 @@ use serde::Serialize;
 pub static SUITES: &[&dyn Suite] = &[
     &timer::Timer,
     &maxrps_sim::MaxRpsSim,
+    &maxrps_serve::MaxRpsServe,
     &usl_sim::UslSim,
     &collector_overhead::CollectorOverhead,
     &daemon_timeouts::DaemonTimeouts,
@@ -54,6 +58,8 @@ pub static SUITES: &[&dyn Suite] = &[
     &herd_sweep::HerdSweep,
     &herd_contention::HerdContention,
     &herd_faults::HerdFaults,
+    &http_peer::HttpPeer,
+    &nats_jetstream::NatsJetStream,
 ];
 
 /// How big a run is.
