@@ -192,6 +192,22 @@ pub async fn find_on(
     Ok(report?)
 }
 
+/// `1500,3000,6000`: a step list as `--steps` takes it.
+pub fn steps_text(steps: &[u64]) -> String {
+    steps
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Expected seconds of one finder run: the ramp up to the first trip, about five
+/// refinements, one confirmation, and the drain after each overloaded step (30% margin).
+pub fn finder_expected_s(steps: &[u64], timing: StepTiming) -> f64 {
+    let step_s = (timing.warmup + timing.hold + timing.cooldown).as_secs_f64();
+    (steps.len() as f64 + 6.0) * step_s * 1.3
+}
+
 fn ms(v: f64) -> String {
     format!("{v:.2}")
 }

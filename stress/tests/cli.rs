@@ -142,7 +142,7 @@ fn maxrps_refuses_bad_input_naming_the_value() {
         ),
         (
             &["--target", "mysql:x"],
-            "unknown target \"mysql:x\": expected one of noop",
+            "unknown target \"mysql:x\": expected one of http://",
         ),
         (&["--target", "sim:servers=0,service_us=1"], "servers=\"0\""),
         (

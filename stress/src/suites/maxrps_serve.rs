@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use collector::finder::FinderConfig;
 use collector::generator::GeneratorConfig;
-use collector::shape::StepTiming;
 use collector::slo::Slo;
 use collector::{Metric, SuiteResult, Table, Verdict};
 
+use super::maxrps_sim::Settings;
 use super::{Plan, Profile, RunContext, Suite};
 use crate::daemon_harness::ChildGuard;
-use crate::maxrps::{find_on, to_result};
+use crate::maxrps::{find_on, finder_expected_s, steps_text, to_result};
 
 /// The suite.
 pub struct MaxRpsServe;
@@ -40,34 +40,14 @@ const HTTP_CONNS: usize = 256;
 /// The subject served over NATS.
 const SUBJECT: &str = "herdlab.serve";
 
-struct Settings {
-    steps: Vec<u64>,
-    timing: StepTiming,
-    p99_ms: f64,
-}
-
+/// `maxrps-sim`'s settings, with a looser SLO at smoke: the network round trip adds a few
+/// ms at p99 on a loaded 2-core machine, and a 1 s hold leaves little headroom at 10 ms.
 fn settings(profile: Profile) -> Settings {
-    let t = |w: u64, h: u64| StepTiming::from_millis(w, h, 0);
-    // As maxrps-sim: no step sits on the capacity, where a p99 verdict is a coin toss.
-    match profile {
-        // Looser than maxrps-sim's smoke SLO: the network round trip adds a few ms at p99
-        // on a loaded 2-core machine, and a 1 s hold leaves that little headroom at 10 ms.
-        Profile::Smoke => Settings {
-            steps: vec![2000, 8000],
-            timing: t(250, 1000),
-            p99_ms: 25.0,
-        },
-        Profile::Quick => Settings {
-            steps: vec![1500, 3000, 6000, 12000],
-            timing: t(1000, 3000),
-            p99_ms: 50.0,
-        },
-        Profile::Full => Settings {
-            steps: vec![600, 1200, 2400, 4800, 9600],
-            timing: t(2000, 10_000),
-            p99_ms: 50.0,
-        },
+    let mut s = super::maxrps_sim::settings(profile);
+    if profile == Profile::Smoke {
+        s.p99_ms = 25.0;
     }
+    s
 }
 
 /// One transport's outcome.
@@ -149,7 +129,7 @@ fn finder_config(s: &Settings) -> FinderConfig {
     FinderConfig {
         steps: s.steps.clone(),
         timing: s.timing,
-        precision_pct: 5.0,
+        precision_pct: s.precision_pct,
         max_refine_steps: 8,
         slo: Slo {
             p99_ms: Some(s.p99_ms),
@@ -234,20 +214,14 @@ impl Suite for MaxRpsServe {
 
     fn plan(&self, profile: Profile) -> Plan {
         let s = settings(profile);
-        let step_s = (s.timing.warmup + s.timing.hold).as_secs_f64();
-        let steps = s.steps.len() as f64 + 6.0;
         Plan {
             scale: format!(
                 "2 transports · steps {} · hold {} s · p99 ≤ {} ms",
-                s.steps
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                steps_text(&s.steps),
                 s.timing.hold.as_secs_f64(),
                 s.p99_ms
             ),
-            expected_s: (2.0 * steps * step_s * 1.3 + 4.0).ceil() as u64,
+            expected_s: (2.0 * finder_expected_s(&s.steps, s.timing) + 4.0).ceil() as u64,
         }
     }
 

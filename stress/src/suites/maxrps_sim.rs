@@ -13,7 +13,7 @@ use collector::slo::Slo;
 use collector::{Metric, Status, SuiteResult, Verdict};
 
 use super::{Plan, Profile, RunContext, Suite};
-use crate::maxrps::{run_finder, to_result};
+use crate::maxrps::{finder_expected_s, run_finder, steps_text, to_result};
 
 /// The suite.
 pub struct MaxRpsSim;
@@ -24,16 +24,17 @@ const SERVICE_US: u64 = 1_000;
 const LOW: f64 = 0.90;
 const HIGH: f64 = 1.02;
 
-struct Settings {
-    steps: Vec<u64>,
-    timing: StepTiming,
-    p99_ms: f64,
-    precision_pct: f64,
+/// The finder's settings per profile (`maxrps-serve` uses the same).
+pub(super) struct Settings {
+    pub(super) steps: Vec<u64>,
+    pub(super) timing: StepTiming,
+    pub(super) p99_ms: f64,
+    pub(super) precision_pct: f64,
 }
 
 /// No step sits exactly on the capacity: at 100% utilisation the queue is a random walk and
 /// a p99 verdict there is a coin toss, which would make the confirmation step flaky.
-fn settings(profile: Profile) -> Settings {
+pub(super) fn settings(profile: Profile) -> Settings {
     let t = |w: u64, h: u64| StepTiming::from_millis(w, h, 0);
     match profile {
         // A short hold accumulates less queue per step, so the smoke SLO is tighter.
@@ -69,23 +70,15 @@ impl Suite for MaxRpsSim {
 
     fn plan(&self, profile: Profile) -> Plan {
         let s = settings(profile);
-        let step_s = (s.timing.warmup + s.timing.hold).as_secs_f64();
-        // Ramp steps up to the first trip, about five refinements, one confirmation, and
-        // the drain after each overloaded step.
-        let steps = s.steps.len() as f64 + 6.0;
         Plan {
             scale: format!(
                 "steps {} · hold {} s · p99 ≤ {} ms · ±{}%",
-                s.steps
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                steps_text(&s.steps),
                 s.timing.hold.as_secs_f64(),
                 s.p99_ms,
                 s.precision_pct
             ),
-            expected_s: (steps * step_s * 1.3).ceil() as u64,
+            expected_s: finder_expected_s(&s.steps, s.timing).ceil() as u64,
         }
     }
 

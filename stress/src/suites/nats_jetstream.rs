@@ -291,7 +291,7 @@ async fn drive(ctx: &RunContext, s: &Settings) -> Result<std::result::Result<Dri
     let js_target = Arc::new(JetStreamTarget::open(&js_spec, &opts).await?);
     let (js, pending, step_ends) = js_finder(js_target.clone(), &js_config(s)).await?;
     println!("jetstream: {}", js.answer_line());
-    let drained = drain(&js_target, &js).await;
+    let drained = drain(&js_target).await;
     let stored = js_target.stored_since_open().await?;
     let delivery = js_target.delivery_stats();
     drop(js_target);
@@ -395,7 +395,7 @@ async fn run_finder(
 
 /// Waits (at most [`DRAIN_BOUND`]) until the consumer has nothing pending and has seen
 /// every stored message; whether it got there.
-async fn drain(target: &JetStreamTarget, _report: &FinderReport) -> bool {
+async fn drain(target: &JetStreamTarget) -> bool {
     let deadline = tokio::time::Instant::now() + DRAIN_BOUND;
     loop {
         let stored = target.stored_since_open().await.unwrap_or(u64::MAX);
@@ -546,7 +546,7 @@ fn pending_series(d: &Drive) -> Series {
         });
     }
     Series {
-        id: "consumer_pending".into(),
+        id: "consumer-pending".into(),
         title: "Consumer pending over the JetStream finder, each step's end marked".into(),
         x_label: "seconds since the first step".into(),
         y_label: "messages pending".into(),
