@@ -208,39 +208,8 @@ pub fn finder_expected_s(steps: &[u64], timing: StepTiming) -> f64 {
     (steps.len() as f64 + 6.0) * step_s * 1.3
 }
 
-fn ms(v: f64) -> String {
-    format!("{v:.2}")
-}
-
-/// The report as a SuiteResult: headline = the ANSWER line, a table of every step, charts of
-/// p99 and achieved rate against the target rate, and a verdict from the answer alone
-/// (PASS when an answer was found and confirmed; suites may judge it further).
-pub fn to_result(
-    suite: &str,
-    profile: &str,
-    scale: &str,
-    seed: u64,
-    cfg: &FinderConfig,
-    report: &FinderReport,
-) -> SuiteResult {
-    let mut r = SuiteResult::new(suite, profile, scale, seed);
-    r.headline = report.answer_line();
-    r.config
-        .insert("target".into(), report.target.clone().into());
-    r.config
-        .insert("steps".into(), serde_json::json!(cfg.steps));
-    r.config
-        .insert("warmup_s".into(), cfg.timing.warmup.as_secs_f64().into());
-    r.config
-        .insert("hold_s".into(), cfg.timing.hold.as_secs_f64().into());
-    r.config.insert(
-        "cooldown_s".into(),
-        cfg.timing.cooldown.as_secs_f64().into(),
-    );
-    r.config.insert("slo".into(), cfg.slo.describe().into());
-    r.config
-        .insert("precision_pct".into(), cfg.precision_pct.into());
-
+/// Every step of the finder's report as a table (what [`to_result`] reports).
+pub fn steps_table(report: &FinderReport) -> Table {
     let mut table = Table::new(
         "Steps (latency from the intended start; svc = from the actual start)",
         &[
@@ -274,7 +243,43 @@ pub fn to_result(
             row.verdict.reasons.join("; "),
         ]);
     }
-    r.tables.push(table);
+    table
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+/// The report as a SuiteResult: headline = the ANSWER line, a table of every step, charts of
+/// p99 and achieved rate against the target rate, and a verdict from the answer alone
+/// (PASS when an answer was found and confirmed; suites may judge it further).
+pub fn to_result(
+    suite: &str,
+    profile: &str,
+    scale: &str,
+    seed: u64,
+    cfg: &FinderConfig,
+    report: &FinderReport,
+) -> SuiteResult {
+    let mut r = SuiteResult::new(suite, profile, scale, seed);
+    r.headline = report.answer_line();
+    r.config
+        .insert("target".into(), report.target.clone().into());
+    r.config
+        .insert("steps".into(), serde_json::json!(cfg.steps));
+    r.config
+        .insert("warmup_s".into(), cfg.timing.warmup.as_secs_f64().into());
+    r.config
+        .insert("hold_s".into(), cfg.timing.hold.as_secs_f64().into());
+    r.config.insert(
+        "cooldown_s".into(),
+        cfg.timing.cooldown.as_secs_f64().into(),
+    );
+    r.config.insert("slo".into(), cfg.slo.describe().into());
+    r.config
+        .insert("precision_pct".into(), cfg.precision_pct.into());
+
+    r.tables.push(steps_table(report));
 
     let mut rows: Vec<_> = report
         .rows

@@ -143,6 +143,15 @@ impl TargetError {
     }
 }
 
+/// Waits at most `bound` for a server's task to end by itself, then aborts it: how both
+/// servers of known capacity shut down.
+pub(crate) async fn join_or_abort(task: tokio::task::JoinHandle<()>, bound: std::time::Duration) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(bound, task).await.is_err() {
+        abort.abort();
+    }
+}
+
 /// A [`SpecError::Invalid`] for `spec`.
 pub fn invalid(spec: &str, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {

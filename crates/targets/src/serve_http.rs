@@ -82,14 +82,8 @@ impl HttpServe {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
             // The loop itself waits at most DRAIN_BOUND; the margin covers its wake-up.
-            if tokio::time::timeout(DRAIN_BOUND + Duration::from_secs(1), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+            crate::join_or_abort(task, DRAIN_BOUND + Duration::from_secs(1)).await;
         }
     }
 }

@@ -107,14 +107,8 @@ impl NatsServe {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
             let margin = Duration::from_secs(1) + CONNECT_BOUND;
-            if tokio::time::timeout(DRAIN_BOUND + margin, task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+            crate::join_or_abort(task, DRAIN_BOUND + margin).await;
         }
     }
 }

@@ -21,7 +21,7 @@ use collector::{Metric, SuiteResult, Table, Verdict};
 use super::maxrps_sim::Settings;
 use super::{Plan, Profile, RunContext, Suite};
 use crate::daemon_harness::ChildGuard;
-use crate::maxrps::{find_on, finder_expected_s, steps_text, to_result};
+use crate::maxrps::{find_on, finder_expected_s, steps_table, steps_text, to_result};
 
 /// The suite.
 pub struct MaxRpsServe;
@@ -255,7 +255,7 @@ impl Suite for MaxRpsServe {
                 "nats: no nats-server (apt-get install nats-server, or set NATS_SERVER_BIN)".into(),
             ),
         }
-        report(&mut r, &reports, &cfg);
+        report(&mut r, &reports);
         r.config.insert("model".into(), MODEL.into());
         r.config.insert("capacity_per_s".into(), CAPACITY.into());
         r.config.insert("http_conns".into(), HTTP_CONNS.into());
@@ -292,11 +292,7 @@ fn answer_of(transport: &str, report: &collector::finder::FinderReport) -> Answe
 }
 
 /// A row per transport, the step table of each, and `TRANSPORT_pct_of_capacity` metrics.
-fn report(
-    r: &mut SuiteResult,
-    reports: &[(&str, collector::finder::FinderReport)],
-    cfg: &FinderConfig,
-) {
+fn report(r: &mut SuiteResult, reports: &[(&str, collector::finder::FinderReport)]) {
     let mut summary = Table::new(
         "Answer per transport",
         &[
@@ -323,11 +319,9 @@ fn report(
             r.metrics
                 .push(Metric::new(format!("{name}_pct_of_capacity"), p, "%").headline());
         }
-        let mut one = to_result("x", "x", "x", 0, cfg, rep);
-        if let Some(mut t) = one.tables.pop() {
-            t.title = format!("{name}: {}", t.title);
-            r.tables.push(t);
-        }
+        let mut t = steps_table(rep);
+        t.title = format!("{name}: {}", t.title);
+        r.tables.push(t);
     }
     r.tables.insert(0, summary);
 }
