@@ -9,12 +9,11 @@
 //! template ([`crate::template`], `{seq}` and `{rand}` drawn from the run's seed; a
 //! constant body is rendered once) and the pool size come from [`TargetOptions`].
 //!
-//! **Pool.** `conns` connections (default 64), each in a slot behind an async mutex;
-//! operation `seq` uses slot `seq % conns`, as the daemon target does. Driven closed-loop by
-//! C workers over C connections, worker `w` always gets slot `w`, so no two workers ever
-//! share a connection; driven open-loop, operations queue for their slot and the wait
-//! counts in their latency. An HTTP/1.1 slot carries one request at a time; an `h2c` slot
-//! is one HTTP/2 connection that multiplexes every operation that picks it.
+//! **Pool.** `conns` connections (default 64). HTTP/1.1 connections are a [`ConnPool`]: a
+//! request takes any idle connection (opening one while fewer than `conns` are open) and
+//! carries it alone; with all `conns` busy, requests queue for the next one freed and the
+//! wait counts in their latency. `h2c` keeps `conns` HTTP/2 connections in slots and
+//! operation `seq` uses slot `seq % conns`, which multiplexes every operation that picks it.
 //!
 //! **Cancel-safety.** The generator drops a call when its timeout passes. An HTTP/1.1
 //! connection is taken out of its slot for the call and put back only when its response
@@ -73,6 +72,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use crate::pool::ConnPool;
 use crate::template::Template;
 use crate::{invalid, Kind, TargetError, TargetOptions};
 
@@ -433,7 +433,7 @@ struct H2Conn {
 }
 
 enum Pool {
-    H1(Vec<Mutex<Option<H1Conn>>>),
+    H1(ConnPool<H1Conn>),
     H2(Vec<Mutex<Option<H2Conn>>>),
 }
 
@@ -491,7 +491,7 @@ impl HttpTarget {
             plan,
             uri,
             host,
-            pool: Pool::H1(Vec::new()),
+            pool: Pool::H1(ConnPool::new(1, None)),
             connects: AtomicU64::new(0),
         };
         // Every OpError message already names the method and the URL.
@@ -499,7 +499,7 @@ impl HttpTarget {
         target.pool = match target.spec.version {
             Version::Http1 => {
                 let first = target.connect_h1().await.map_err(fail)?;
-                Pool::H1(slots_with_first(slots, first))
+                Pool::H1(ConnPool::new(slots, Some(first)))
             }
             Version::H2c => {
                 let first = target.connect_h2().await.map_err(fail)?;
@@ -587,11 +587,14 @@ impl HttpTarget {
         req
     }
 
-    /// One request on an HTTP/1.1 slot (see the module doc for what a cancel does).
-    async fn call_h1(&self, slot: &Mutex<Option<H1Conn>>, seq: u64) -> Result<(), OpError> {
-        let mut guard = slot.lock().await;
+    /// One request on a pooled HTTP/1.1 connection (see the module doc for what a cancel
+    /// does).
+    async fn call_h1(&self, pool: &ConnPool<H1Conn>, seq: u64) -> Result<(), OpError> {
+        let Some(mut lease) = pool.lease().await else {
+            return Err(OpError::new(KIND_PROTOCOL, "connection pool closed"));
+        };
         let mut fresh = false;
-        let mut conn = match guard.take() {
+        let mut conn = match lease.take() {
             Some(c) if !c.sender.is_closed() => c,
             _ => {
                 fresh = true;
@@ -615,7 +618,7 @@ impl HttpTarget {
         }
         .map_err(|e| self.op_error(&e))?;
         let status = self.drain(res).await?;
-        *guard = Some(conn);
+        lease.put_back(conn);
         self.judge(status)
     }
 
@@ -701,10 +704,7 @@ impl HttpTarget {
     async fn op(&self, seq: u64) -> Result<(), OpError> {
         let call = async {
             match &self.pool {
-                Pool::H1(slots) => match slots.get((seq % slots.len() as u64) as usize) {
-                    Some(slot) => self.call_h1(slot, seq).await,
-                    None => Err(OpError::new(KIND_PROTOCOL, "empty connection pool")),
-                },
+                Pool::H1(pool) => self.call_h1(pool, seq).await,
                 Pool::H2(slots) => match slots.get((seq % slots.len() as u64) as usize) {
                     Some(slot) => self.call_h2(slot, seq).await,
                     None => Err(OpError::new(KIND_PROTOCOL, "empty connection pool")),

@@ -25,6 +25,7 @@ pub mod exec;
 pub mod http;
 pub mod jetstream;
 pub mod nats;
+pub mod pool;
 pub mod serve_http;
 pub mod serve_nats;
 pub mod template;

@@ -19,12 +19,12 @@
 //! the first connection (preamble included) so a wrong path or a refused hello fails before
 //! any load runs.
 //!
-//! **Pool and cancel-safety**: `conns` connections (default 64), opened lazily, operation
-//! `seq` on slot `seq % conns` behind an async mutex (as the daemon target does). The
-//! connection is taken out of its slot for the exchange and put back only after its reply
-//! was read whole, so an operation the generator cancels drops its connection: a late
-//! reply is never read as the answer to the next request, which connects afresh. Every
-//! connect and preamble is bounded by [`CONNECT_BOUND`].
+//! **Pool and cancel-safety**: at most `conns` connections (default 64) in a
+//! [`ConnPool`], opened lazily; an exchange takes any idle one, or waits for one while
+//! `conns` are busy. The connection is put back only after its reply was read whole, so an
+//! operation the generator cancels drops its connection: a late reply is never read as
+//! the answer to the next request, which connects afresh. Every connect and preamble is
+//! bounded by [`CONNECT_BOUND`].
 //!
 //! Error kinds: `connect` (no socket, refused, or not within the bound), `reset` (EOF or a
 //! reset mid-exchange), `hello`, `frame_too_large`, `io` (anything else).
@@ -36,8 +36,8 @@ use std::time::Duration;
 use collector::target::{BoxFuture, OpError, SpecError, Target};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::Mutex;
 
+use crate::pool::ConnPool;
 use crate::template::Template;
 use crate::{invalid, Framing, TargetError, TargetOptions};
 
@@ -192,7 +192,7 @@ pub struct UnixTarget {
     request: Template,
     hello: Option<Vec<u8>>,
     hello_reply: Option<String>,
-    slots: Vec<Mutex<Option<Conn>>>,
+    pool: ConnPool<Conn>,
 }
 
 impl UnixTarget {
@@ -220,20 +220,20 @@ impl UnixTarget {
             None => None,
         };
         check_socket(spec, &path)?;
-        let t = UnixTarget {
+        let mut t = UnixTarget {
             spec: spec.to_string(),
             path,
             framing,
             request,
             hello,
             hello_reply: opts.hello_reply.clone(),
-            slots: (0..opts.conns).map(|_| Mutex::new(None)).collect(),
+            pool: ConnPool::new(opts.conns, None),
         };
         let first = t
             .connect()
             .await
             .map_err(|e| TargetError::setup(spec, e.to_string()))?;
-        *t.slots[0].lock().await = Some(first);
+        t.pool = ConnPool::new(opts.conns, Some(first));
         Ok(t)
     }
 
@@ -288,15 +288,16 @@ impl UnixTarget {
     async fn run(&self, seq: u64) -> Result<(), OpError> {
         let frame = encode(self.framing, &self.request.render(seq))
             .map_err(|e| OpError::new(KIND_FRAME_TOO_LARGE, e.to_string()))?;
-        let slot = &self.slots[(seq % self.slots.len() as u64) as usize];
-        let mut guard = slot.lock().await;
-        let mut conn = match guard.take() {
+        let Some(mut lease) = self.pool.lease().await else {
+            return Err(OpError::new(KIND_IO, "connection pool closed"));
+        };
+        let mut conn = match lease.take() {
             Some(c) => c,
             None => self.connect().await?,
         };
         // Cancelled here or an error: `conn` is dropped, never put back.
         conn.exchange(self.framing, &frame).await?;
-        *guard = Some(conn);
+        lease.put_back(conn);
         Ok(())
     }
 }
@@ -333,7 +334,7 @@ impl Target for UnixTarget {
             "{} ({} framing, {} connections{})",
             self.spec,
             self.framing.name(),
-            self.slots.len(),
+            self.pool.size(),
             if self.hello.is_some() { ", hello" } else { "" }
         )
     }

@@ -80,6 +80,10 @@ async fn respond(
         "/404" => (StatusCode::NOT_FOUND, "no".into()),
         "/503" => (StatusCode::SERVICE_UNAVAILABLE, "busy".into()),
         "/echo" => (StatusCode::OK, body),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (StatusCode::OK, "slow".into())
+        }
         "/hang-once" if count.fetch_add(1, Ordering::SeqCst) == 0 => {
             release.notified().await;
             (StatusCode::SERVICE_UNAVAILABLE, "late".into())
@@ -300,8 +304,8 @@ async fn a_closed_port_fails_at_open_naming_the_url_and_later_as_connect() {
         Ok(_) => panic!("opened a closed port"),
     }
 
-    // Open against a live server, then stop it: a slot that never had a connection must
-    // dial afresh and fail as `connect`.
+    // Open against a live server, then stop it: the pool's connection is closed, so the
+    // call must dial afresh and fail as `connect`.
     let server = test_server().await;
     let url = format!("http://{}/ok", server.addr);
     let o = TargetOptions { conns: 2, ..opts() };
@@ -312,6 +316,24 @@ async fn a_closed_port_fails_at_open_naming_the_url_and_later_as_connect() {
     let e = t.call(0, 1).await.unwrap_err();
     assert_eq!(e.kind, "connect", "{e}");
     assert!(e.message.contains(&url), "{e}");
+}
+
+#[tokio::test]
+async fn concurrent_requests_open_at_most_conns_connections_and_share_them() {
+    let server = test_server().await;
+    let url = format!("http://{}/slow", server.addr);
+    let t = open(&url, &TargetOptions { conns: 3, ..opts() }).await;
+    // Twelve at once over three connections: each takes a free one or waits for one.
+    let calls = (0..12).map(|seq| t.call(0, seq));
+    for r in futures::future::join_all(calls).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(
+        t.connects(),
+        3,
+        "three connections, no more, all of them used"
+    );
+    assert_eq!(server.seen.lock().unwrap().len(), 12);
 }
 
 #[tokio::test]
@@ -336,8 +358,8 @@ async fn statuses_of_a_real_server_become_kinds() {
                 assert!(e.message.contains(&url), "{e}");
             }
         }
-        // Keep-alive: the two slots made two connections for four requests.
-        assert_eq!(t.connects(), 2, "{path}");
+        // Keep-alive: four requests one after another reuse the one idle connection.
+        assert_eq!(t.connects(), 1, "{path}");
     }
     let seen = server.seen.lock().unwrap();
     assert_eq!(seen.len(), 12);

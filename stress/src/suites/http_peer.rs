@@ -608,7 +608,7 @@ impl HttpPeer {
             ));
             if share < 0.5 {
                 r.findings.push(format!(
-                    "the finder's open-loop answer {answer}/s under p99 ≤ {SLO_P99_MS} ms is {:.0}% of our closed-loop maximum {ours_rps:.0}/s: open loop pays a task per operation and an operation waits for its own connection (seq % conns) even when others are idle; not profiled further",
+                    "the finder's open-loop answer {answer}/s under p99 ≤ {SLO_P99_MS} ms is {:.0}% of our closed-loop maximum {ours_rps:.0}/s: open loop pays a task and a timer per operation on the generator's core, and its arrivals queue for the 64 connections in bursts a closed loop never makes (free-list pool since 2026-12-07; pinning each operation to connection seq % conns measured the same answer); not profiled further",
                     share * 100.0
                 ));
             }
