@@ -155,12 +155,21 @@ fn micros(d: Duration) -> u64 {
 
 /// A recorder for `target`'s actions.
 pub fn recorder_for(target: &dyn Target) -> Result<Arc<Recorder>, GeneratorError> {
+    recorder_with_raw_log(target, 0)
+}
+
+/// [`recorder_for`] with a raw log of at most `cap_per_shard` values per shard and action
+/// ([`Recorder::with_raw_log`]; 0: none).
+fn recorder_with_raw_log(
+    target: &dyn Target,
+    cap_per_shard: usize,
+) -> Result<Arc<Recorder>, GeneratorError> {
     let actions = target.actions();
     let names: Vec<&str> = actions.iter().map(String::as_str).collect();
     let marks: Vec<ActionId> = target.mark_actions().into_iter().map(ActionId).collect();
     Recorder::new(&names, SHARDS)
         .and_then(|r| r.with_marks(&marks))
-        .map(Arc::new)
+        .map(|r| Arc::new(r.with_raw_log(cap_per_shard)))
         .map_err(|e| GeneratorError::Target {
             target: target.describe(),
             message: e.to_string(),
@@ -405,6 +414,19 @@ impl OpenLoop {
         self.tap = tap;
     }
 
+    /// The `seq` of the next operation (0 at first; each step moves it past its own). Give
+    /// generators that share a target disjoint ranges, e.g. `worker << 40`.
+    pub fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = seq;
+    }
+
+    /// Keeps a raw log of every latency value in the steps this generator measures (see
+    /// [`Recorder::with_raw_log`]), at most `cap_per_shard` per shard and action.
+    pub fn keep_raw_log(&mut self, cap_per_shard: usize) -> Result<(), GeneratorError> {
+        self.recorder = recorder_with_raw_log(self.target.as_ref(), cap_per_shard)?;
+        Ok(())
+    }
+
     /// The target.
     pub fn target(&self) -> &Arc<dyn Target> {
         &self.target
@@ -458,7 +480,19 @@ impl OpenLoop {
         rate: u64,
         timing: StepTiming,
     ) -> Result<Measured, GeneratorError> {
-        let start = Instant::now() + Duration::from_millis(2);
+        self.step_at(Instant::now() + Duration::from_millis(2), rate, timing)
+            .await
+    }
+
+    /// [`OpenLoop::step`] with its first operation intended at `start` (several generators
+    /// started on one instant, as a distributed run does). A `start` already past makes the
+    /// first operations late, which the step counts.
+    pub async fn step_at(
+        &mut self,
+        start: Instant,
+        rate: u64,
+        timing: StepTiming,
+    ) -> Result<Measured, GeneratorError> {
         let hold_start = start + timing.warmup;
         let hold_end = hold_start + timing.hold;
         let reset_at = (!timing.warmup.is_zero()).then_some(hold_start);

@@ -334,6 +334,11 @@ pub struct ActionData {
     pub late: u64,
     /// Operations that never started (in-flight limit reached).
     pub dropped: u64,
+    /// Every latency value recorded, µs as recorded (clamped), in no particular order: empty
+    /// unless the recorder keeps a raw log ([`Recorder::with_raw_log`]), and shorter than
+    /// `latency.len()` if the log's bound was reached. Checks that merged percentiles equal
+    /// those of all samples in one histogram ([`ActionData::raw_histogram`]).
+    pub raw_latency_us: Vec<u64>,
 }
 
 impl Default for ActionData {
@@ -352,7 +357,22 @@ impl ActionData {
             errors: BTreeMap::new(),
             late: 0,
             dropped: 0,
+            raw_latency_us: Vec::new(),
         }
+    }
+
+    /// The raw log recorded into one fresh histogram, if the log holds every completed
+    /// operation (`None` when it is empty or was cut at its bound).
+    pub fn raw_histogram(&self) -> Option<Histogram<u64>> {
+        if self.raw_latency_us.is_empty() || self.raw_latency_us.len() as u64 != self.latency.len()
+        {
+            return None;
+        }
+        let mut h = micros_histogram();
+        for &v in &self.raw_latency_us {
+            record_value(&mut h, v);
+        }
+        Some(h)
     }
 
     /// Operations that completed, ok or failed.
@@ -458,6 +478,7 @@ impl ActionData {
         }
         self.late = self.late.saturating_add(other.late);
         self.dropped = self.dropped.saturating_add(other.dropped);
+        self.raw_latency_us.extend_from_slice(&other.raw_latency_us);
     }
 
     fn absorb(&mut self, shard: &ShardAction) {
@@ -471,6 +492,7 @@ impl ActionData {
         }
         self.late = self.late.saturating_add(shard.late);
         self.dropped = self.dropped.saturating_add(shard.dropped);
+        self.raw_latency_us.extend_from_slice(&shard.raw);
     }
 }
 
@@ -598,6 +620,7 @@ impl StepData {
                     dropped: a.dropped,
                     latency: encode(&a.latency, format!("latency histogram of action {name:?}"))?,
                     service: encode(&a.service, format!("service histogram of action {name:?}"))?,
+                    raw_latency_us: a.raw_latency_us.clone(),
                 },
             );
         }
@@ -671,6 +694,16 @@ impl StepData {
             let at = |field: &str| format!("actions.{name}.{field}");
             let latency = decode_histogram(&w.latency).map_err(|r| decode_err(at("latency"), r))?;
             let service = decode_histogram(&w.service).map_err(|r| decode_err(at("service"), r))?;
+            if w.raw_latency_us.len() as u64 > latency.len() {
+                return Err(decode_err(
+                    at("raw_latency_us"),
+                    format!(
+                        "{} raw values, more than the {} the latency histogram holds",
+                        w.raw_latency_us.len(),
+                        latency.len()
+                    ),
+                ));
+            }
             actions.insert(
                 name,
                 ActionData {
@@ -680,6 +713,7 @@ impl StepData {
                     errors: w.errors,
                     late: w.late,
                     dropped: w.dropped,
+                    raw_latency_us: w.raw_latency_us,
                 },
             );
         }
@@ -726,6 +760,9 @@ struct WireAction {
     dropped: u64,
     latency: String,
     service: String,
+    /// Only when the recorder kept a raw log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    raw_latency_us: Vec<u64>,
 }
 
 fn be_u32(b: &[u8], at: usize) -> Option<u32> {
@@ -741,6 +778,25 @@ fn be_u64(b: &[u8], at: usize) -> Option<u64> {
 /// Decodes a base64 V2 + deflate histogram, after checking everything the `hdrhistogram`
 /// deserializer trusts: the sizes it allocates, the range, and the count encoding (an
 /// encoded `i64::MIN` would overflow a negation inside it).
+/// A µs histogram as the serialized form writes one: base64 of its V2 + deflate encoding
+/// (for histograms that travel beside step data, like a generator's issue lateness).
+pub fn histogram_to_base64(h: &Histogram<u64>) -> Result<String, RecorderError> {
+    let mut buf = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut buf)
+        .map_err(|e| RecorderError::Encode {
+            what: "histogram".into(),
+            reason: e.to_string(),
+        })?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(&buf))
+}
+
+/// Reads what [`histogram_to_base64`] wrote, with every check [`StepData::from_bytes`]
+/// makes of a histogram; the error says what is wrong.
+pub fn histogram_from_base64(b64: &str) -> Result<Histogram<u64>, String> {
+    decode_histogram(b64)
+}
+
 fn decode_histogram(b64: &str) -> Result<Histogram<u64>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
@@ -877,6 +933,8 @@ struct ShardAction {
     errors: Vec<(Box<str>, u64)>,
     late: u64,
     dropped: u64,
+    /// The raw latency log of this step, at most the recorder's `raw_cap` values.
+    raw: Vec<u64>,
 }
 
 impl ShardAction {
@@ -888,6 +946,7 @@ impl ShardAction {
             errors: Vec::new(),
             late: 0,
             dropped: 0,
+            raw: Vec::new(),
         }
     }
 
@@ -926,6 +985,7 @@ impl ShardAction {
         }
         self.late = 0;
         self.dropped = 0;
+        self.raw.clear();
     }
 }
 
@@ -963,6 +1023,8 @@ pub struct Recorder {
     unknown: AtomicU64,
     /// The names of the actions that are marks (see [`StepData::marks`]).
     marks: BTreeSet<String>,
+    /// Raw latency values kept per shard, action and step (0: none).
+    raw_cap: usize,
 }
 
 impl fmt::Debug for Recorder {
@@ -1024,7 +1086,17 @@ impl Recorder {
             control: Mutex::new(()),
             unknown: AtomicU64::new(0),
             marks: BTreeSet::new(),
+            raw_cap: 0,
         })
+    }
+
+    /// Also keeps every latency value as recorded, at most `cap_per_shard` per shard, action
+    /// and step, in [`ActionData::raw_latency_us`] (0: no raw log, the default). For checks
+    /// of the histograms' merge and encoding against the samples themselves; it costs a
+    /// push per sample and 8 bytes per value, so the bound also bounds its memory.
+    pub fn with_raw_log(mut self, cap_per_shard: usize) -> Recorder {
+        self.raw_cap = cap_per_shard;
+        self
     }
 
     /// Declares `marks` (indices into the actions) to be marks: second latencies of other
@@ -1109,8 +1181,12 @@ impl Recorder {
     /// straggler only). Locks only shard `shard_hint % shards`.
     #[inline]
     pub fn record(&self, shard_hint: usize, epoch: Epoch, sample: &Sample<'_>) {
+        let raw_cap = self.raw_cap;
         self.with_action(shard_hint, epoch, sample.action, |a| {
             record_value(&mut a.latency, sample.latency_us);
+            if a.raw.len() < raw_cap {
+                a.raw.push(sample.latency_us.clamp(1, MAX_VALUE_US));
+            }
             record_value(&mut a.service, sample.service_us);
             match sample.error {
                 None => a.ok = a.ok.saturating_add(1),
@@ -1229,6 +1305,52 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+    }
+
+    #[test]
+    fn a_raw_log_keeps_every_value_as_recorded_up_to_its_bound_and_travels() {
+        let r = Recorder::new(&["op"], 1).unwrap().with_raw_log(3);
+        let e = r.epoch();
+        for v in [0u64, 250, 9_000, MAX_VALUE_US + 5] {
+            r.record(
+                0,
+                e,
+                &Sample {
+                    action: ActionId(0),
+                    latency_us: v,
+                    service_us: v,
+                    error: None,
+                },
+            );
+        }
+        let step = r.reset();
+        let a = &step.actions["op"];
+        // Clamped as the histogram clamps; the fourth value is past the bound.
+        assert_eq!(a.raw_latency_us, [1, 250, 9_000]);
+        assert!(a.raw_histogram().is_none(), "a cut log is not comparable");
+        let back = StepData::from_bytes(&step.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, step);
+        // Without a raw log nothing is kept and the wire form has no such field.
+        let plain = Recorder::new(&["op"], 1).unwrap();
+        let bytes = plain.reset().to_bytes().unwrap();
+        assert!(!String::from_utf8(bytes).unwrap().contains("raw_latency_us"));
+        // A complete log gives the same histogram as the recorder's.
+        let r = Recorder::new(&["op"], 2).unwrap().with_raw_log(100);
+        let e = r.epoch();
+        for (i, v) in [5u64, 70, 70, 1_234].into_iter().enumerate() {
+            r.record(
+                i,
+                e,
+                &Sample {
+                    action: ActionId(0),
+                    latency_us: v,
+                    service_us: v,
+                    error: None,
+                },
+            );
+        }
+        let a = r.reset().actions["op"].clone();
+        assert_eq!(a.raw_histogram().unwrap(), a.latency);
     }
 
     #[test]

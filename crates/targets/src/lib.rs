@@ -42,7 +42,8 @@ pub const DEFAULT_CONNS: usize = 64;
 pub const MAX_CONNS: usize = 4096;
 
 /// How a Unix-socket target delimits frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Framing {
     /// A 4-byte big-endian length, then that many bytes (the rpc-daemon's framing).
     #[default]
@@ -73,8 +74,10 @@ impl Framing {
 }
 
 /// Settings of a target that are not in its spec. Each target kind reads the fields it
-/// uses; [`from_spec`] refuses a field that the kind does not use, naming both.
-#[derive(Debug, Clone, PartialEq)]
+/// uses; [`from_spec`] refuses a field that the kind does not use, naming both. Serialized
+/// as it travels to the workers of a distributed run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TargetOptions {
     /// HTTP method (`http`, `h2c`); default `GET`, or `POST` when a body is given.
     pub method: Option<String>,

@@ -1,0 +1,159 @@
+//! A distributed run end to end over a real nats-server: workers join, a step is split,
+//! merged exactly; too few workers and a worker gone are reported, never passed. Verdicts
+//! here never depend on timing: counts, merge exactness and named reasons are checked.
+
+use std::time::Duration;
+
+use collector::generator::GeneratorConfig;
+use collector::shape::StepTiming;
+use collector::slo::{Slo, StepStatus};
+use distributed::coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
+use distributed::judge::check_merge_exact;
+use distributed::worker::{self, WorkerConfig};
+use hub_leaf::nats::{NatsError, NatsServer};
+
+async fn server(dir: &tempfile::TempDir) -> Option<NatsServer> {
+    match NatsServer::start(dir.path()).await {
+        Ok(s) => Some(s),
+        Err(e @ NatsError::NotFound { .. }) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn coordinator_cfg(url: &str, group: &str, workers: usize) -> CoordinatorConfig {
+    CoordinatorConfig {
+        nats_url: url.into(),
+        group: group.into(),
+        workers,
+        join_wait: Duration::from_secs(20),
+        target: "sim:servers=4,service_us=1000".into(),
+        options: targets::TargetOptions::default(),
+        generator: GeneratorConfig::default(),
+        raw_log_cap: 1 << 16,
+        interval: Some(Duration::from_millis(500)),
+    }
+}
+
+fn worker_cfg(url: &str, group: &str, name: &str, max_rate: Option<u64>) -> WorkerConfig {
+    WorkerConfig {
+        nats_url: url.into(),
+        group: group.into(),
+        name: name.into(),
+        max_rate,
+        idle_timeout: Duration::from_secs(20),
+        runs: Some(1),
+    }
+}
+
+fn timing() -> StepTiming {
+    StepTiming::new(
+        Duration::from_millis(200),
+        Duration::from_secs(1),
+        Duration::ZERO,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_split_a_step_and_merge_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = server(&dir).await else {
+        return;
+    };
+    let url = nats.url().to_string();
+    let workers: Vec<_> = [("a", Some(150)), ("b", None)]
+        .into_iter()
+        .map(|(name, cap)| {
+            let cfg = worker_cfg(&url, "t1", name, cap);
+            tokio::spawn(async move { worker::run(&cfg, |_| {}).await })
+        })
+        .collect();
+    let mut c = Coordinator::start(&coordinator_cfg(&url, "t1", 2), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(c.actions(), ["op".to_string()]);
+    let step = c.step(400, timing(), &Slo::default()).await.unwrap();
+    // The capped worker got its cap, the other the rest.
+    let share = |name: &str| {
+        step.judged
+            .workers
+            .iter()
+            .find(|w| w.name == name)
+            .map(|w| w.share)
+    };
+    assert_eq!((share("a"), share("b")), (Some(150), Some(250)));
+    let m = &step.judged.measured;
+    assert_eq!(m.scheduled, 400, "{:?}", step.judged.verdict);
+    assert_eq!(m.data.total().completed(), m.issued);
+    let checked = check_merge_exact(&m.data).unwrap();
+    assert_eq!(checked, [format!("op: {} samples", m.issued)]);
+    assert!(step
+        .reports
+        .iter()
+        .all(|r| r.as_ref().is_some_and(|r| !r.intervals.is_empty())));
+    c.end("test over").await;
+    for w in workers {
+        let s = w.await.unwrap().unwrap();
+        assert_eq!((s.runs, s.steps), (1, 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_workers_is_an_error_naming_who_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = server(&dir).await else {
+        return;
+    };
+    let url = nats.url().to_string();
+    let cfg = worker_cfg(&url, "t2", "only", None);
+    let w = tokio::spawn(async move { worker::run(&cfg, |_| {}).await });
+    let mut cc = coordinator_cfg(&url, "t2", 2);
+    cc.join_wait = Duration::from_millis(1500);
+    let e = Coordinator::start(&cc, |_| {}).await.err().unwrap();
+    assert!(
+        matches!(
+            e,
+            CoordinatorError::TooFewWorkers {
+                joined: 1,
+                wanted: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("joined: only"), "{e}");
+    w.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_gone_before_its_step_makes_it_inconclusive_and_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = server(&dir).await else {
+        return;
+    };
+    let url = nats.url().to_string();
+    let keep = worker_cfg(&url, "t3", "keep", None);
+    let lost = worker_cfg(&url, "t3", "lost", None);
+    let kept = tokio::spawn(async move { worker::run(&keep, |_| {}).await });
+    let gone = tokio::spawn(async move { worker::run(&lost, |_| {}).await });
+    let mut c = Coordinator::start(&coordinator_cfg(&url, "t3", 2), |_| {})
+        .await
+        .unwrap();
+    gone.abort();
+    let _ = gone.await;
+    let step = c.step(200, timing(), &Slo::default()).await.unwrap();
+    assert_eq!(step.judged.verdict.status, StepStatus::Inconclusive);
+    let reasons = step.judged.verdict.reasons.join("; ");
+    assert!(reasons.contains("worker lost gone mid-step"), "{reasons}");
+    let lost = c.workers().iter().find(|w| w.name == "lost").unwrap();
+    assert!(lost.dropped.is_some());
+    // The next step runs on the worker left, with the whole rate.
+    let next = c.step(200, timing(), &Slo::default()).await.unwrap();
+    assert_eq!(next.judged.workers.len(), 1);
+    assert_eq!(next.judged.workers[0].share, 200);
+    c.end("test over").await;
+    kept.await.unwrap().unwrap();
+}
