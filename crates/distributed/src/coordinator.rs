@@ -29,7 +29,7 @@ use crate::protocol::{
     StepPlan, StepReport, PROTOCOL_VERSION,
 };
 use crate::split::{split_rate, split_spec};
-use crate::worker::{unix_now_ns, CONNECT_BOUND};
+use crate::worker::{connect, unix_now_ns};
 
 /// Clock probes per worker at join.
 pub const PROBES: usize = 8;
@@ -173,14 +173,12 @@ impl Coordinator {
             )));
         }
         let spec = split_spec(&cfg.target, cfg.workers).map_err(CoordinatorError::Config)?;
-        let nats = |reason: String| CoordinatorError::Nats {
-            url: cfg.nats_url.clone(),
-            reason,
-        };
-        let client = tokio::time::timeout(CONNECT_BOUND, async_nats::connect(&cfg.nats_url))
+        let client = connect(&cfg.nats_url)
             .await
-            .map_err(|_| nats(format!("no connection within {CONNECT_BOUND:?}")))?
-            .map_err(|e| nats(e.to_string()))?;
+            .map_err(|reason| CoordinatorError::Nats {
+                url: cfg.nats_url.clone(),
+                reason,
+            })?;
         let run = format!("{:08x}", fastrand::u32(..));
         let joined = gather(&client, cfg, &run, &log).await?;
         let mut workers = Vec::with_capacity(joined.len());
@@ -499,13 +497,14 @@ async fn gather(
             Err(e) => JoinReply::Rejected {
                 reason: e.to_string(),
             },
-            Ok(j) => admit(&joined, j, run, &mut refused, log),
-        };
-        if let JoinReply::Accepted { .. } = answer {
-            if let Ok(j) = decode::<Join>("join", &msg.payload) {
-                joined.push(j);
+            Ok(j) => {
+                let answer = admit(&joined, &j, run, &mut refused, log);
+                if let JoinReply::Accepted { .. } = answer {
+                    joined.push(j);
+                }
+                answer
             }
-        }
+        };
         if let Ok(bytes) = encode("join reply", &answer) {
             let _ = client.publish(reply_to, bytes.into()).await;
         }
@@ -538,7 +537,7 @@ async fn gather(
 /// The answer to one join (pure): refuses another protocol version or a taken name.
 fn admit(
     joined: &[Join],
-    j: Join,
+    j: &Join,
     run: &str,
     refused: &mut Vec<String>,
     log: &impl Fn(&str),
@@ -636,7 +635,13 @@ mod tests {
     fn admission_refuses_another_version_and_a_taken_name() {
         let mut refused = Vec::new();
         let quiet = |_: &str| {};
-        let a = admit(&[], join("a", PROTOCOL_VERSION), "r1", &mut refused, &quiet);
+        let a = admit(
+            &[],
+            &join("a", PROTOCOL_VERSION),
+            "r1",
+            &mut refused,
+            &quiet,
+        );
         assert_eq!(
             a,
             JoinReply::Accepted {
@@ -647,7 +652,7 @@ mod tests {
         let joined = [join("a", PROTOCOL_VERSION)];
         let JoinReply::Rejected { reason } = admit(
             &joined,
-            join("b", PROTOCOL_VERSION + 1),
+            &join("b", PROTOCOL_VERSION + 1),
             "r1",
             &mut refused,
             &quiet,
@@ -660,7 +665,7 @@ mod tests {
         );
         let JoinReply::Rejected { reason } = admit(
             &joined,
-            join("a", PROTOCOL_VERSION),
+            &join("a", PROTOCOL_VERSION),
             "r1",
             &mut refused,
             &quiet,
@@ -672,7 +677,7 @@ mod tests {
         assert_eq!(
             admit(
                 &joined,
-                join("b", PROTOCOL_VERSION),
+                &join("b", PROTOCOL_VERSION),
                 "r1",
                 &mut refused,
                 &quiet

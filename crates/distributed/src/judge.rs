@@ -247,13 +247,15 @@ impl Merge {
             .map_err(|e| format!("its step data is unreadable: {e}"))?;
         let lateness = histogram_from_base64(&r.lateness)
             .map_err(|e| format!("its lateness histogram is unreadable: {e}"))?;
-        let mut next = self.data.clone();
-        next.merge(&data)
-            .map_err(|e| format!("its step data does not merge: {e}"))?;
-        self.lateness
-            .add(&lateness)
+        // The lateness first, on a copy: `StepData::merge` changes nothing when it fails, so
+        // nothing is half-added whichever of the two fails.
+        let mut late = self.lateness.clone();
+        late.add(&lateness)
             .map_err(|e| format!("its lateness histogram does not merge: {e}"))?;
-        self.data = next;
+        self.data
+            .merge(&data)
+            .map_err(|e| format!("its step data does not merge: {e}"))?;
+        self.lateness = late;
         self.scheduled += r.scheduled;
         self.issued += r.issued;
         self.not_issued += r.not_issued;

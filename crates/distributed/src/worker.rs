@@ -108,15 +108,11 @@ pub async fn run(cfg: &WorkerConfig, log: impl Fn(&str)) -> Result<WorkerSummary
             "invalid --max-rate 0: expected at least 1 operation per second".into(),
         ));
     }
-    let client = tokio::time::timeout(CONNECT_BOUND, async_nats::connect(&cfg.nats_url))
+    let client = connect(&cfg.nats_url)
         .await
-        .map_err(|_| WorkerError::Connect {
+        .map_err(|reason| WorkerError::Connect {
             url: cfg.nats_url.clone(),
-            reason: format!("no connection within {CONNECT_BOUND:?}"),
-        })?
-        .map_err(|e| WorkerError::Connect {
-            url: cfg.nats_url.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
     let mut summary = WorkerSummary::default();
     while cfg.runs.is_none_or(|n| summary.runs < n) {
@@ -141,6 +137,14 @@ pub async fn run(cfg: &WorkerConfig, log: impl Fn(&str)) -> Result<WorkerSummary
         ));
     }
     Ok(summary)
+}
+
+/// A NATS connection to `url` within [`CONNECT_BOUND`] (workers and the coordinator).
+pub async fn connect(url: &str) -> Result<async_nats::Client, String> {
+    match tokio::time::timeout(CONNECT_BOUND, async_nats::connect(url)).await {
+        Err(_) => Err(format!("no connection within {CONNECT_BOUND:?}")),
+        Ok(r) => r.map_err(|e| e.to_string()),
+    }
 }
 
 /// Asks to join until accepted, refused or idle (see the module doc).
