@@ -8,6 +8,7 @@
 
 mod daemon_harness;
 mod daemon_target;
+mod dist;
 mod hlog_file;
 mod maxrps;
 mod nginx;
@@ -66,6 +67,9 @@ enum Command {
     },
     /// Serve a model of known capacity (`sim:`, `usl:`) over HTTP or NATS request-reply.
     Serve(serve::ServeArgs),
+    /// Join a distributed run (`stress maxrps --distributed`) over NATS and generate this
+    /// worker's share of each step.
+    Worker(dist::WorkerArgs),
     /// (internal) Run the rpc-daemon under test; the daemon-* suites start it as a child.
     #[command(name = "__daemon", hide = true)]
     Daemon(daemon_harness::DaemonArgs),
@@ -135,6 +139,7 @@ fn real_main() -> Result<ExitCode> {
             serve::serve(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Worker(args) => dist::worker_command(&args),
         Command::Daemon(args) => {
             daemon_harness::serve(&args)?;
             Ok(ExitCode::SUCCESS)
@@ -195,13 +200,16 @@ fn real_main() -> Result<ExitCode> {
 }
 
 fn maxrps_command(args: &maxrps::MaxRpsArgs) -> Result<ExitCode> {
+    if let Some(d) = args.dist.settings()? {
+        return maxrps_distributed(args, &d);
+    }
     let rt = suites::runtime()?;
     let opts = args
         .target_flags
         .options(args.seed, std::path::Path::new("."))?;
     // A private daemon (no `db=`) lives inside the target: killed when it drops.
     let target = target_flags::resolve(&rt, &args.target, &opts)?;
-    let (cfg, generator) = args.config(target.as_ref())?;
+    let (cfg, generator) = args.config(&target.actions())?;
     println!(
         "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",
         target.describe(),
@@ -217,12 +225,66 @@ fn maxrps_command(args: &maxrps::MaxRpsArgs) -> Result<ExitCode> {
         true,
         args.hlog.as_deref(),
     ))?;
+    maxrps_outputs(args, &cfg, &report, None, started)
+}
+
+/// `stress maxrps --distributed`: the target is opened by each worker, not here.
+fn maxrps_distributed(args: &maxrps::MaxRpsArgs, d: &dist::DistSettings) -> Result<ExitCode> {
+    // Every flag but the per-action limits (which need the target's actions) is checked
+    // before waiting for workers.
+    let unchecked = maxrps::MaxRpsArgs {
+        action_p95_ms: None,
+        action_p99_ms: None,
+        ..args.clone()
+    };
+    let (_, generator) = unchecked.config(&[])?;
+    let opts = args
+        .target_flags
+        .options(args.seed, std::path::Path::new("."))?;
+    let rt = suites::runtime()?;
+    let ccfg = d.coordinator(&args.target, opts, generator, false, args.hlog.is_some());
+    let started = Instant::now();
+    let dist = rt.block_on(async {
+        let coord = dist::start(&ccfg).await?;
+        let cfg = match args.config(coord.actions()) {
+            Ok((cfg, _)) => cfg,
+            Err(e) => {
+                coord.end(&format!("bad flags: {e}")).await;
+                return Err(e);
+            }
+        };
+        println!(
+            "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",
+            coord.describe(),
+            cfg.steps,
+            cfg.slo.describe(),
+            cfg.precision_pct
+        );
+        let report = dist::find(coord, &cfg, true, args.hlog.as_deref()).await?;
+        Ok::<_, anyhow::Error>((cfg, report))
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let (cfg, dist) = dist;
+    maxrps_outputs(args, &cfg, &dist.report, Some(&dist), started)
+}
+
+/// The CSV, the result JSON and the answer line of a finder run.
+fn maxrps_outputs(
+    args: &maxrps::MaxRpsArgs,
+    cfg: &collector::finder::FinderConfig,
+    report: &collector::finder::FinderReport,
+    dist: Option<&dist::DistReport>,
+    started: Instant,
+) -> Result<ExitCode> {
     if let Some(path) = &args.csv {
         collector::result::write_atomic(path, report.csv().as_bytes())?;
         println!("csv written to {}", path.display());
     }
     if let Some(path) = &args.json {
-        let mut result = maxrps::to_result("maxrps", "custom", &args.steps, 0, &cfg, &report);
+        let mut result = maxrps::to_result("maxrps", "custom", &args.steps, 0, cfg, report);
+        if let Some(d) = dist {
+            dist::add_to_result(&mut result, d);
+        }
         result.wall_s = started.elapsed().as_secs_f64();
         result.write(path)?;
         println!("result written to {}", path.display());

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use collector::finder::{find, Answer, FinderConfig, FinderReport, Phase};
 use collector::generator::{GeneratorConfig, OpenLoop};
+use collector::schedule::Pacing;
 use collector::shape::{parse_duration, parse_steps, StepTiming};
 use collector::slo::{parse_action_limits, Slo};
 use collector::target::Target;
@@ -79,25 +80,32 @@ pub struct MaxRpsArgs {
     /// The most operations in flight; beyond it operations are dropped and counted.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: u32,
+    /// How the generator waits for each intended start: `hybrid` (sleep, then yield for
+    /// the last 1.5 ms: sub-ms precision, but a busy core) or `timer` (the timer alone:
+    /// ms bursts, little CPU; for several generators sharing cores).
+    #[arg(long, default_value = "hybrid")]
+    pub pacing: String,
     /// Write the per-step table as CSV here.
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Write the SuiteResult JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Spread the load over `stress worker` processes through NATS.
+    #[command(flatten)]
+    pub dist: crate::dist::DistFlags,
 }
 
 impl MaxRpsArgs {
-    /// The finder and generator settings these flags describe; every bad value is an error
-    /// that names it.
-    pub fn config(&self, target: &dyn Target) -> Result<(FinderConfig, GeneratorConfig)> {
+    /// The finder and generator settings these flags describe for a target with `actions`;
+    /// every bad value is an error that names it.
+    pub fn config(&self, actions: &[String]) -> Result<(FinderConfig, GeneratorConfig)> {
         let steps = parse_steps(&self.steps)?;
         let timing = StepTiming::new(
             parse_duration("warmup", &self.warmup, true)?,
             parse_duration("hold", &self.hold, false)?,
             parse_duration("cooldown", &self.cooldown, true)?,
         )?;
-        let actions = target.actions();
         let mut slo = Slo {
             p95_ms: self.slo_p95_ms,
             p99_ms: self.slo_p99_ms,
@@ -107,10 +115,10 @@ impl MaxRpsArgs {
             ..Slo::default()
         };
         if let Some(text) = &self.action_p95_ms {
-            slo.action_p95_ms = parse_action_limits("--action-p95-ms", text, &actions)?;
+            slo.action_p95_ms = parse_action_limits("--action-p95-ms", text, actions)?;
         }
         if let Some(text) = &self.action_p99_ms {
-            slo.action_p99_ms = parse_action_limits("--action-p99-ms", text, &actions)?;
+            slo.action_p99_ms = parse_action_limits("--action-p99-ms", text, actions)?;
         }
         let cfg = FinderConfig {
             steps,
@@ -126,9 +134,19 @@ impl MaxRpsArgs {
         let generator = GeneratorConfig {
             max_in_flight: self.max_in_flight,
             op_timeout: parse_duration("timeout", &self.timeout, false)?,
+            pacing: parse_pacing(&self.pacing)?,
             ..GeneratorConfig::default()
         };
         Ok((cfg, generator))
+    }
+}
+
+/// `hybrid` or `timer` (see `--pacing`).
+pub fn parse_pacing(text: &str) -> Result<Pacing> {
+    match text {
+        "hybrid" => Ok(GeneratorConfig::default().pacing),
+        "timer" => Ok(Pacing::TimerOnly),
+        other => anyhow::bail!("invalid pacing {other:?}: expected hybrid or timer"),
     }
 }
 

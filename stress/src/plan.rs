@@ -52,6 +52,19 @@ pub struct PlanFile {
     /// Processes sampled for RSS, threads and file descriptors while the plan runs.
     #[serde(default)]
     pub processes: Vec<ProcessDef>,
+    /// Run the finder over `stress worker` processes joined at this NATS URL (`find` shape,
+    /// one target, no scenarios); `"env"` takes the URL from `NATS_URL`.
+    #[serde(default)]
+    pub distributed: Option<String>,
+    /// How many workers a distributed plan needs.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// The group workers join.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Longest to wait for the workers, e.g. `"60s"`.
+    #[serde(default)]
+    pub join_wait: Option<String>,
 }
 
 fn one() -> u64 {
@@ -399,6 +412,32 @@ fn check(plan: &PlanFile) -> Result<()> {
             bail!("at `processes[{i}]`: expected exactly one of `pid` and `pidfile`");
         }
     }
+    check_distributed(plan)
+}
+
+/// A distributed plan runs the finder on one target; the keys need `distributed`.
+fn check_distributed(plan: &PlanFile) -> Result<()> {
+    if plan.distributed.is_none() {
+        for (key, given) in [
+            ("workers", plan.workers.is_some()),
+            ("group", plan.group.is_some()),
+            ("join_wait", plan.join_wait.is_some()),
+        ] {
+            if given {
+                bail!("at `{key}`: only a distributed plan takes it: add `distributed = \"nats://HOST:PORT\"`");
+            }
+        }
+        return Ok(());
+    }
+    if !matches!(plan.shape, ShapeDef::Find { .. }) {
+        bail!("at `distributed`: a distributed plan runs the finder: expected `shape.kind = \"find\"`");
+    }
+    if !plan.scenarios.is_empty() || plan.targets.len() != 1 {
+        bail!("at `distributed`: a distributed plan loads one target without [[scenarios]] (a mix runs inside one process)");
+    }
+    if plan.workers.is_none() {
+        bail!("at `workers`: a distributed plan needs the number of workers, like `workers = 3`");
+    }
     Ok(())
 }
 
@@ -499,6 +538,31 @@ kind = "burst"
 ops = 10
 "#;
         assert!(err(text).contains("scenarios"));
+    }
+
+    #[test]
+    fn distributed_keys_are_checked() {
+        let find = "[targets.a]\nspec = \"sim:servers=4,service_us=1000\"\n[shape]\nkind = \"find\"\nsteps = \"1k,2k\"\n";
+        let e = err(&format!("name = \"d\"\nworkers = 2\n{find}"));
+        assert!(
+            e.contains("at `workers`") && e.contains("distributed"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "name = \"d\"\ndistributed = \"nats://127.0.0.1:4222\"\n{find}"
+        ));
+        assert!(e.contains("at `workers`"), "{e}");
+        let burst = "[targets.a]\nspec = \"noop\"\n[shape]\nkind = \"burst\"\nops = 10\n";
+        let e = err(&format!(
+            "name = \"d\"\ndistributed = \"nats://127.0.0.1:4222\"\nworkers = 2\n{burst}"
+        ));
+        assert!(e.contains("runs the finder"), "{e}");
+        let ok = parse(
+            &format!("name = \"d\"\ndistributed = \"nats://127.0.0.1:4222\"\nworkers = 2\n{find}"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(ok.workers, Some(2));
     }
 }
 

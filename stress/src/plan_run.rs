@@ -240,8 +240,6 @@ pub fn run(
     let hlog = hlog.or_else(|| plan.hlog.as_ref().map(|h| dir.join(h)));
     let entry = entry(plan)?;
     let rt = crate::suites::runtime()?;
-    let target = open(&rt, plan, dir, seed)?;
-    let slo = slo_of(plan, &target.actions())?;
     let generator = GeneratorConfig {
         max_in_flight: plan.generator.max_in_flight.max(1),
         op_timeout: parse_duration("generator.timeout", &plan.generator.timeout, false)?,
@@ -257,50 +255,18 @@ pub fn run(
             MAX_SAMPLES,
         )?)
     };
-    println!(
-        "plan {}: target {} · {} · SLO {}",
-        plan.name,
-        target.describe(),
-        entry.scale,
-        slo.describe()
-    );
-    let mut r = match &plan.shape {
-        ShapeDef::Find {
-            steps,
-            warmup,
-            hold,
-            cooldown,
-            precision,
-            max_refine,
-        } => {
-            let cfg = FinderConfig {
-                steps: parse_steps(steps)?,
-                timing: StepTiming::new(
-                    parse_duration("shape.warmup", warmup, true)?,
-                    parse_duration("shape.hold", hold, false)?,
-                    parse_duration("shape.cooldown", cooldown, true)?,
-                )?,
-                precision_pct: *precision,
-                max_refine_steps: *max_refine,
-                slo: slo.clone(),
-            };
-            cfg.validate().context("at `shape`")?;
-            let report = rt.block_on(crate::maxrps::find_on(
-                target.clone(),
-                &cfg,
-                generator,
-                true,
-                hlog.as_deref(),
-            ))?;
-            println!("{}", report.answer_line());
-            crate::maxrps::to_result(&plan.name, "plan", &entry.scale, seed, &cfg, &report)
-        }
-        other => {
-            let shape = shape_of(other)?;
-            let measured =
-                rt.block_on(drive(target.clone(), &shape, generator, hlog.as_deref()))?;
-            report_windows(plan, &entry.scale, seed, &slo, &shape, &measured)
-        }
+    let run = Run {
+        plan,
+        dir,
+        seed,
+        entry: &entry,
+        generator,
+        hlog: hlog.as_deref(),
+    };
+    let (mut r, described) = if plan.distributed.is_some() {
+        run.distributed(&rt)?
+    } else {
+        run.local(&rt)?
     };
     let samples = sampler.map(Sampler::stop).unwrap_or_default();
     let leaks = report_processes(&mut r, plan, &pids, &samples);
@@ -315,20 +281,151 @@ pub fn run(
             .collect(),
     });
     r.verdict = verdict;
-    describe_into(&mut r, plan, target.as_ref());
-    drop(target);
+    describe_into(&mut r, plan, &described);
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(r)
 }
 
+/// One plan run's inputs.
+struct Run<'a> {
+    plan: &'a PlanFile,
+    dir: &'a Path,
+    seed: u64,
+    entry: &'a PlanEntry,
+    generator: GeneratorConfig,
+    hlog: Option<&'a Path>,
+}
+
+impl Run<'_> {
+    /// Opens the targets here and drives the shape; returns the result and the target's
+    /// description.
+    fn local(&self, rt: &tokio::runtime::Runtime) -> Result<(SuiteResult, String)> {
+        let (plan, seed) = (self.plan, self.seed);
+        let target = open(rt, plan, self.dir, seed)?;
+        let slo = slo_of(plan, &target.actions())?;
+        println!(
+            "plan {}: target {} · {} · SLO {}",
+            plan.name,
+            target.describe(),
+            self.entry.scale,
+            slo.describe()
+        );
+        let r = match &plan.shape {
+            ShapeDef::Find { .. } => {
+                let cfg = finder_of(plan, &slo)?;
+                let report = rt.block_on(crate::maxrps::find_on(
+                    target.clone(),
+                    &cfg,
+                    self.generator,
+                    true,
+                    self.hlog,
+                ))?;
+                println!("{}", report.answer_line());
+                crate::maxrps::to_result(&plan.name, "plan", &self.entry.scale, seed, &cfg, &report)
+            }
+            other => {
+                let shape = shape_of(other)?;
+                let measured =
+                    rt.block_on(drive(target.clone(), &shape, self.generator, self.hlog))?;
+                report_windows(plan, &self.entry.scale, seed, &slo, &shape, &measured)
+            }
+        };
+        Ok((r, target.describe()))
+    }
+
+    /// The finder over `stress worker` processes: the one target is opened by each worker.
+    fn distributed(&self, rt: &tokio::runtime::Runtime) -> Result<(SuiteResult, String)> {
+        let plan = self.plan;
+        let url = match plan.distributed.as_deref() {
+            Some("env") => std::env::var("NATS_URL").unwrap_or_default(),
+            Some(u) => u.to_string(),
+            None => bail!("checked by plan::parse"),
+        };
+        let settings = crate::dist::DistSettings::new(
+            &url,
+            plan.workers,
+            plan.group.as_deref(),
+            plan.join_wait.as_deref(),
+            "",
+        )?;
+        let (name, def) = plan
+            .targets
+            .iter()
+            .next()
+            .context("checked by plan::parse")?;
+        let opts = flags_of(def)
+            .options(self.seed, self.dir)
+            .with_context(|| format!("at `targets.{name}`"))?;
+        let ccfg =
+            settings.coordinator(&def.spec, opts, self.generator, false, self.hlog.is_some());
+        rt.block_on(async {
+            let coord = crate::dist::start(&ccfg).await?;
+            let cfg = match slo_of(plan, coord.actions()).and_then(|slo| finder_of(plan, &slo)) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    coord.end(&format!("bad plan: {e:#}")).await;
+                    return Err(e);
+                }
+            };
+            let described = coord.describe();
+            println!(
+                "plan {}: target {described} · {} · SLO {}",
+                plan.name,
+                self.entry.scale,
+                cfg.slo.describe()
+            );
+            let d = crate::dist::find(coord, &cfg, true, self.hlog).await?;
+            println!("{}", d.report.answer_line());
+            let mut r = crate::maxrps::to_result(
+                &plan.name,
+                "plan",
+                &self.entry.scale,
+                self.seed,
+                &cfg,
+                &d.report,
+            );
+            crate::dist::add_to_result(&mut r, &d);
+            Ok((r, described))
+        })
+    }
+}
+
+/// The finder settings of a `find` shape.
+fn finder_of(plan: &PlanFile, slo: &Slo) -> Result<FinderConfig> {
+    let ShapeDef::Find {
+        steps,
+        warmup,
+        hold,
+        cooldown,
+        precision,
+        max_refine,
+    } = &plan.shape
+    else {
+        bail!("at `shape`: expected kind = \"find\"");
+    };
+    let cfg = FinderConfig {
+        steps: parse_steps(steps)?,
+        timing: StepTiming::new(
+            parse_duration("shape.warmup", warmup, true)?,
+            parse_duration("shape.hold", hold, false)?,
+            parse_duration("shape.cooldown", cooldown, true)?,
+        )?,
+        precision_pct: *precision,
+        max_refine_steps: *max_refine,
+        slo: slo.clone(),
+    };
+    cfg.validate().context("at `shape`")?;
+    Ok(cfg)
+}
+
 /// The plan's name, description and targets into the result's config.
-fn describe_into(r: &mut SuiteResult, plan: &PlanFile, target: &dyn Target) {
+fn describe_into(r: &mut SuiteResult, plan: &PlanFile, target: &str) {
     r.config.insert("plan".into(), plan.name.clone().into());
     if !plan.description.is_empty() {
         r.config
             .insert("description".into(), plan.description.clone().into());
     }
-    r.config.insert("target".into(), target.describe().into());
+    r.config.insert("target".into(), target.into());
     let specs: Vec<String> = plan
         .targets
         .iter()

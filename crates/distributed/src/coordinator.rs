@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use collector::finder::{FinderConfig, FinderReport, Search, StepRow};
 use collector::generator::GeneratorConfig;
+use collector::schedule::Pacing;
 use collector::shape::StepTiming;
 use collector::slo::Slo;
 use futures::StreamExt;
@@ -137,8 +138,9 @@ pub struct DistStep {
     pub rate: u64,
     /// Merged and judged.
     pub judged: JudgedStep,
-    /// From the step's call to the plans all sent, ms (coordination before the start).
-    pub send_ms: f64,
+    /// From the step's call to its intended start, ms: the coordination before the load
+    /// (the split, the plans, and the start lead that lets every worker arm in time).
+    pub setup_ms: f64,
     /// From the last reply to the verdict, ms (the merge).
     pub merge_ms: f64,
     /// The step's intended start, coordinator clock, ns since the epoch.
@@ -154,6 +156,7 @@ pub struct Coordinator {
     workers: Vec<WorkerInfo>,
     actions: Vec<String>,
     describe: String,
+    spec: String,
     op_timeout: Duration,
     next_step: u32,
 }
@@ -208,6 +211,7 @@ impl Coordinator {
             workers,
             actions: Vec::new(),
             describe: String::new(),
+            spec: cfg.target.clone(),
             op_timeout: cfg.generator.op_timeout,
             next_step: 0,
         };
@@ -225,9 +229,15 @@ impl Coordinator {
         &self.actions
     }
 
-    /// The target as the run describes it: the spec and the workers.
+    /// The target as the run describes it: the spec, the workers, and what each worker
+    /// opened when that differs (an in-process target split as one system).
     pub fn describe(&self) -> String {
-        format!("{} over {} workers", self.describe, self.workers.len())
+        let n = self.workers.len();
+        if self.describe == self.spec {
+            format!("{} over {n} workers", self.spec)
+        } else {
+            format!("{} over {n} workers (each {})", self.spec, self.describe)
+        }
     }
 
     /// The run's id.
@@ -247,11 +257,20 @@ impl Coordinator {
                 op_timeout_ms: cfg.generator.op_timeout.as_millis() as u64,
                 max_in_flight: cfg.generator.max_in_flight,
                 late_slack_us: cfg.generator.late_slack.as_micros() as u64,
+                spin_below_us: match cfg.generator.pacing {
+                    Pacing::TimerOnly => None,
+                    Pacing::Hybrid { spin_below } => Some(spin_below.as_micros() as u64),
+                },
                 seq_base: (i as u64) << SEQ_SHIFT,
                 raw_log_cap: cfg.raw_log_cap,
                 interval_ms: cfg.interval.map_or(0, |d| d.as_millis() as u64),
             };
-            command(&self.client, &w.control, Command::Setup(setup), SETUP_BOUND)
+            command(
+                &self.client,
+                &w.control,
+                Command::Setup(Box::new(setup)),
+                SETUP_BOUND,
+            )
         });
         let replies = futures::future::join_all(sets).await;
         for (w, reply) in self.workers.iter().zip(replies) {
@@ -285,7 +304,7 @@ impl Coordinator {
         timing: StepTiming,
         slo: &Slo,
     ) -> Result<DistStep, CoordinatorError> {
-        let called = std::time::Instant::now();
+        let called_unix_ns = unix_now_ns();
         let live: Vec<usize> = (0..self.workers.len())
             .filter(|&i| self.workers[i].dropped.is_none())
             .collect();
@@ -312,7 +331,6 @@ impl Coordinator {
             };
             command(&self.client, &w.control, Command::Step(plan), bound)
         });
-        let send_ms = called.elapsed().as_secs_f64() * 1e3;
         let replies = futures::future::join_all(sends).await;
         let replied = std::time::Instant::now();
         let mut steps = Vec::with_capacity(live.len());
@@ -344,7 +362,7 @@ impl Coordinator {
             step: step_no,
             rate,
             judged,
-            send_ms,
+            setup_ms: start.saturating_sub(called_unix_ns) as f64 / 1e6,
             merge_ms: replied.elapsed().as_secs_f64() * 1e3,
             start_unix_ns: start,
             reports,

@@ -138,7 +138,7 @@ pub enum Command {
     /// Reply with the worker's clock.
     Probe,
     /// Open the target and get a generator ready.
-    Setup(Setup),
+    Setup(Box<Setup>),
     /// Run one step.
     Step(StepPlan),
     /// The run is over.
@@ -149,6 +149,9 @@ pub enum Command {
 }
 
 /// The target and the generator settings of a run.
+///
+/// [`Pacing::TimerOnly`]: collector::schedule::Pacing::TimerOnly
+/// [`Pacing::Hybrid`]: collector::schedule::Pacing::Hybrid
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Setup {
@@ -162,6 +165,10 @@ pub struct Setup {
     pub max_in_flight: u32,
     /// An operation starting later than this after its intended time is late, µs.
     pub late_slack_us: u64,
+    /// How the generator waits for intended times: `None` on the timer alone
+    /// ([`Pacing::TimerOnly`]), `Some(µs)` sleeping until that close to each and then yielding
+    /// ([`Pacing::Hybrid`]: precise, but a core busy at any rate above about 1/µs).
+    pub spin_below_us: Option<u64>,
     /// The first `seq` of this worker (disjoint from every other worker's).
     pub seq_base: u64,
     /// Keep a raw log of every latency value (for the merge check), at most this many

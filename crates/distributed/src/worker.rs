@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use collector::generator::{recorder_for, GeneratorConfig, OpenLoop};
 use collector::recorder::{histogram_to_base64, Recorder};
+use collector::schedule::Pacing;
 use collector::shape::StepTiming;
 use futures::StreamExt;
 
@@ -41,6 +42,8 @@ pub const JOIN_REPLY_BOUND: Duration = Duration::from_secs(2);
 pub const COMMAND_IDLE_BOUND: Duration = Duration::from_secs(120);
 /// The most intervals a step's interval log holds.
 pub const MAX_INTERVALS: usize = 3600;
+/// The longest spin before an intended time a setup may ask for, µs.
+pub const MAX_SPIN_US: u64 = 100_000;
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]
@@ -284,7 +287,7 @@ impl Session {
             Command::Probe => CommandReply::Probe {
                 unix_ns: unix_now_ns(),
             },
-            Command::Setup(setup) => match self.set_up(setup).await {
+            Command::Setup(setup) => match self.set_up(*setup).await {
                 Ok(reply) => reply,
                 Err(message) => CommandReply::Error { message },
             },
@@ -311,7 +314,12 @@ impl Session {
             max_in_flight: setup.max_in_flight.max(1),
             op_timeout: Duration::from_millis(setup.op_timeout_ms.max(1)),
             late_slack: Duration::from_micros(setup.late_slack_us),
-            ..GeneratorConfig::default()
+            pacing: match setup.spin_below_us {
+                None => Pacing::TimerOnly,
+                Some(us) => Pacing::Hybrid {
+                    spin_below: Duration::from_micros(us.min(MAX_SPIN_US)),
+                },
+            },
         };
         let mut generator = OpenLoop::new(target.clone(), cfg).map_err(|e| e.to_string())?;
         generator.set_next_seq(setup.seq_base);

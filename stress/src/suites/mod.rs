@@ -11,6 +11,7 @@ mod daemon_mixed;
 mod daemon_overload;
 mod daemon_soak;
 mod daemon_timeouts;
+mod distributed_sim;
 mod herd;
 mod herd_common;
 mod herd_contention;
@@ -39,6 +40,7 @@ pub static SUITES: &[&dyn Suite] = &[
     &timer::Timer,
     &maxrps_sim::MaxRpsSim,
     &maxrps_serve::MaxRpsServe,
+    &distributed_sim::DistributedSim,
     &usl_sim::UslSim,
     &collector_overhead::CollectorOverhead,
     &daemon_timeouts::DaemonTimeouts,
