@@ -296,6 +296,9 @@ pub struct GeneratorDef {
     /// Most operations in flight.
     #[serde(default = "in_flight")]
     pub max_in_flight: u32,
+    /// `hybrid` (default) or `timer`, as `stress maxrps --pacing`.
+    #[serde(default)]
+    pub pacing: Option<String>,
 }
 
 impl Default for GeneratorDef {
@@ -303,6 +306,7 @@ impl Default for GeneratorDef {
         GeneratorDef {
             timeout: d5s(),
             max_in_flight: in_flight(),
+            pacing: None,
         }
     }
 }

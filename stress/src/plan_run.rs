@@ -243,6 +243,10 @@ pub fn run(
     let generator = GeneratorConfig {
         max_in_flight: plan.generator.max_in_flight.max(1),
         op_timeout: parse_duration("generator.timeout", &plan.generator.timeout, false)?,
+        pacing: match &plan.generator.pacing {
+            Some(p) => crate::maxrps::parse_pacing(p).context("at `generator.pacing`")?,
+            None => GeneratorConfig::default().pacing,
+        },
         ..GeneratorConfig::default()
     };
     let pids = pids_of(plan, dir)?;

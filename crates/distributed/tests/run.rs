@@ -157,3 +157,67 @@ async fn a_worker_gone_before_its_step_makes_it_inconclusive_and_is_dropped() {
     c.end("test over").await;
     kept.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_another_version_is_refused_and_the_run_goes_on() {
+    use distributed::protocol::{decode, encode, join_subject, Join, JoinReply, PROTOCOL_VERSION};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = server(&dir).await else {
+        return;
+    };
+    let url = nats.url().to_string();
+    let coord_cfg = coordinator_cfg(&url, "t4", 1);
+    let coord = tokio::spawn(async move { Coordinator::start(&coord_cfg, |_| {}).await });
+    // A worker of another version asks to join (retrying until the coordinator listens).
+    let client = async_nats::connect(&url).await.unwrap();
+    let old = Join {
+        protocol: PROTOCOL_VERSION + 1,
+        name: "old".into(),
+        max_rate: None,
+        control: "herdlab.dist.t4.ctl.old".into(),
+        host: "h".into(),
+        pid: 1,
+    };
+    let payload = encode("join", &old).unwrap();
+    let mut reply = None;
+    for _ in 0..80 {
+        let asked = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.request(join_subject("t4"), payload.clone().into()),
+        )
+        .await;
+        if let Ok(Ok(msg)) = asked {
+            reply = Some(decode::<JoinReply>("join reply", &msg.payload).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let Some(JoinReply::Rejected { reason }) = reply else {
+        panic!("expected a refusal, got {reply:?}");
+    };
+    assert!(reason.contains("speaks protocol"), "{reason}");
+    // A worker of this version still joins the same run.
+    let cfg = worker_cfg(&url, "t4", "new", None);
+    let w = tokio::spawn(async move { worker::run(&cfg, |_| {}).await });
+    let c = coord.await.unwrap().unwrap();
+    assert_eq!(c.workers().len(), 1);
+    assert_eq!(c.workers()[0].name, "new");
+    c.end("test over").await;
+    w.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_a_coordinator_gives_up_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = server(&dir).await else {
+        return;
+    };
+    let mut cfg = worker_cfg(nats.url(), "t5", "alone", None);
+    cfg.idle_timeout = Duration::from_millis(800);
+    let e = worker::run(&cfg, |_| {}).await.unwrap_err();
+    assert!(
+        matches!(e, worker::WorkerError::NoCoordinator { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("herdlab.dist.t5.join"), "{e}");
+}
