@@ -11,10 +11,13 @@ use collector::generator::recorder_for;
 use collector::hlog::{IntervalLog, IntervalTap, DEFAULT_INTERVAL};
 use collector::target::Target;
 
+/// A tap writing to an interval log file.
+pub type FileTap = IntervalTap<IntervalLog<BufWriter<File>>>;
+
 /// Creates `path` (and its parent dirs), writes the log header and starts the tap that
 /// writes an interval every second; give [`IntervalTap::recorder`] to the generator and
 /// call [`IntervalTap::finish`] at the end. Must run on a tokio runtime.
-pub fn start(path: &Path, target: &dyn Target, comments: &[String]) -> Result<IntervalTap> {
+pub fn start(path: &Path, target: &dyn Target, comments: &[String]) -> Result<FileTap> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the interval log's dir {}", dir.display()))?;

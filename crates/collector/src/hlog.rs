@@ -196,26 +196,67 @@ pub enum HlogError {
     /// The writer task ended abnormally.
     #[error("the interval log task failed: {0}")]
     Task(String),
+    /// A sink refused an interval (full, or it could not encode it).
+    #[error("the interval sink refused an interval: {0}")]
+    Sink(String),
 }
 
-/// A running interval log: a tap recorder that a background task resets every interval,
-/// writing each interval to the log as it closes. Stop it with [`IntervalTap::finish`].
-pub struct IntervalTap {
+/// Where an [`IntervalTap`]'s closed intervals go: an [`IntervalLog`] (written as each
+/// closes), or anything else that collects them (a distributed worker's reply).
+pub trait IntervalSink: Send + 'static {
+    /// One closed interval: its start as an offset from the tap's anchor, its length, and
+    /// what it recorded.
+    fn interval(
+        &mut self,
+        offset: Duration,
+        length: Duration,
+        data: &StepData,
+    ) -> Result<(), HlogError>;
+
+    /// A comment given to [`IntervalTap::comment`], delivered before the next interval.
+    fn note(&mut self, _text: &str) -> Result<(), HlogError> {
+        Ok(())
+    }
+}
+
+impl<W: Write + Send + 'static> IntervalSink for IntervalLog<W> {
+    fn interval(
+        &mut self,
+        offset: Duration,
+        length: Duration,
+        data: &StepData,
+    ) -> Result<(), HlogError> {
+        Ok(self.write(offset, length, data, "")?)
+    }
+
+    fn note(&mut self, text: &str) -> Result<(), HlogError> {
+        Ok(self.comment(text)?)
+    }
+}
+
+/// A running tap: a second recorder that a background task resets on a grid of `interval`
+/// anchored at one instant (interval *k* covers `[anchor + k·interval, anchor + (k+1)·interval)`,
+/// so taps of several processes anchored at one instant line up), handing each closed
+/// interval to its [`IntervalSink`]. Stop it with [`IntervalTap::finish`] (a log) or
+/// [`IntervalTap::stop`] (any sink).
+pub struct IntervalTap<S: IntervalSink> {
     tap: Arc<Recorder>,
     notes: Arc<crate::sync::Mutex<Vec<String>>>,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<u64, HlogError>>,
+    task: tokio::task::JoinHandle<Result<S, HlogError>>,
 }
 
-impl IntervalTap {
-    /// Starts writing `log` from `tap` every `interval`; must run on a tokio runtime.
-    /// `started` is the log's BaseTime as an `Instant` (the same moment as its SystemTime).
-    pub fn start<W: Write + Send + 'static>(
+impl<S: IntervalSink> IntervalTap<S> {
+    /// Starts handing `tap`'s intervals to `sink` every `interval` from `anchor` (for a log:
+    /// its BaseTime as an `Instant`, the same moment as its SystemTime); must run on a tokio
+    /// runtime. An `anchor` ahead waits for it (what recorded before counts in the first
+    /// interval).
+    pub fn start(
         tap: Arc<Recorder>,
-        mut log: IntervalLog<W>,
+        mut sink: S,
         interval: Duration,
-        started: tokio::time::Instant,
-    ) -> Result<IntervalTap, HlogError> {
+        anchor: tokio::time::Instant,
+    ) -> Result<IntervalTap<S>, HlogError> {
         if interval < MIN_INTERVAL {
             return Err(HlogError::Interval(interval));
         }
@@ -225,30 +266,28 @@ impl IntervalTap {
         let pending = notes.clone();
         let task = tokio::spawn(async move {
             let _ = t.reset();
-            let mut from = tokio::time::Instant::now();
-            let mut next = from + interval;
+            let mut from = anchor;
             loop {
+                // Bounded by the stop signal (sent by finish/stop, or the sender dropped).
+                let next = from + interval;
                 let last = tokio::select! {
                     _ = tokio::time::sleep_until(next) => false,
                     _ = stopped.changed() => true,
                 };
-                let now = tokio::time::Instant::now();
+                let now = tokio::time::Instant::now().min(next);
                 let data = t.reset();
-                let offset = from.saturating_duration_since(started);
                 let drained = std::mem::take(&mut *crate::sync::lock(&pending));
                 for note in drained {
-                    log.comment(&note)?;
+                    sink.note(&note)?;
                 }
-                log.write(offset, now.saturating_duration_since(from), &data, "")?;
+                let offset = from.saturating_duration_since(anchor);
+                sink.interval(offset, now.saturating_duration_since(from), &data)?;
                 if last {
                     break;
                 }
-                from = now;
-                next += interval;
+                from = next;
             }
-            let n = log.intervals();
-            log.finish()?;
-            Ok(n)
+            Ok(sink)
         });
         Ok(IntervalTap {
             tap,
@@ -272,14 +311,24 @@ impl IntervalTap {
         self.tap.clone()
     }
 
-    /// Writes the last (partial) interval, flushes, and returns how many intervals were
-    /// written.
-    pub async fn finish(self) -> Result<u64, HlogError> {
+    /// Hands the last (partial) interval to the sink and returns the sink.
+    pub async fn stop(self) -> Result<S, HlogError> {
         let _ = self.stop.send(true);
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(HlogError::Task(e.to_string())),
         }
+    }
+}
+
+impl<W: Write + Send + 'static> IntervalTap<IntervalLog<W>> {
+    /// Writes the last (partial) interval, flushes, and returns how many intervals were
+    /// written.
+    pub async fn finish(self) -> Result<u64, HlogError> {
+        let log = self.stop().await?;
+        let n = log.intervals();
+        log.finish()?;
+        Ok(n)
     }
 }
 
@@ -425,5 +474,45 @@ mod tests {
             ),
             Err(HlogError::Interval(_))
         ));
+    }
+
+    /// Collects (offset ms, length ms, completed) per interval.
+    struct Spans(Vec<(u128, u128, u64)>);
+
+    impl IntervalSink for Spans {
+        fn interval(&mut self, o: Duration, l: Duration, d: &StepData) -> Result<(), HlogError> {
+            self.0
+                .push((o.as_millis(), l.as_millis(), d.total().completed()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tap_anchored_ahead_cuts_its_grid_from_the_anchor() {
+        let tap = Arc::new(Recorder::new(&["op"], 1).unwrap());
+        let anchor = tokio::time::Instant::now() + Duration::from_millis(100);
+        let running = IntervalTap::start(
+            tap.clone(),
+            Spans(Vec::new()),
+            Duration::from_secs(1),
+            anchor,
+        )
+        .unwrap();
+        let record = |tap: &Recorder| {
+            let sample = Sample {
+                action: ActionId(0),
+                latency_us: 5,
+                service_us: 5,
+                error: None,
+            };
+            tap.record(0, tap.epoch(), &sample);
+        };
+        tokio::time::sleep(Duration::from_millis(600)).await; // +0.6 s: interval 0
+        record(&tap);
+        tokio::time::sleep(Duration::from_millis(1100)).await; // +1.7 s: interval 1
+        record(&tap);
+        tokio::time::sleep(Duration::from_millis(500)).await; // stopped at +2.2 s
+        let spans = running.stop().await.unwrap().0;
+        assert_eq!(spans, [(0, 1000, 1), (1000, 1000, 1), (2000, 100, 0)]);
     }
 }

@@ -18,11 +18,11 @@
 //! was armed, which makes the step INCONCLUSIVE at the coordinator. A step asking for more
 //! than `--max-rate` is refused.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use collector::generator::{recorder_for, GeneratorConfig, OpenLoop};
-use collector::recorder::{histogram_to_base64, Recorder};
+use collector::hlog::{HlogError, IntervalSink, IntervalTap};
+use collector::recorder::{histogram_to_base64, StepData};
 use collector::schedule::Pacing;
 use collector::shape::StepTiming;
 use futures::StreamExt;
@@ -363,17 +363,16 @@ impl Session {
             now.checked_sub(Duration::from_nanos(early_ns.unsigned_abs() as u64))
                 .unwrap_or(now)
         };
-        let intervals = (setup.interval_ms > 0).then(|| {
-            let tap = recorder_for(generator.target().as_ref());
-            tap.map(|t| Intervals::start(t, start, Duration::from_millis(setup.interval_ms)))
-        });
-        let intervals = match intervals {
-            Some(Ok(i)) => {
-                generator.set_tap(Some(i.tap.clone()));
-                Some(i)
+        let intervals = match setup.interval_ms {
+            0 => None,
+            ms => {
+                let tap = recorder_for(generator.target().as_ref()).map_err(|e| e.to_string())?;
+                let every = Duration::from_millis(ms);
+                let t = IntervalTap::start(tap, WireIntervals(Vec::new()), every, start)
+                    .map_err(|e| e.to_string())?;
+                generator.set_tap(Some(t.recorder()));
+                Some(t)
             }
-            Some(Err(e)) => return Err(e.to_string()),
-            None => None,
         };
         let m = generator
             .step_at(start, plan.rate, timing)
@@ -381,7 +380,7 @@ impl Session {
             .map_err(|e| e.to_string())?;
         generator.set_tap(None);
         let intervals = match intervals {
-            Some(i) => i.finish().await?,
+            Some(t) => t.stop().await.map_err(|e| e.to_string())?.0,
             None => Vec::new(),
         };
         let data = m.data.to_bytes().map_err(|e| e.to_string())?;
@@ -401,52 +400,31 @@ impl Session {
     }
 }
 
-/// Per-interval histograms of one step: a tap recorder reset on a grid anchored at the
-/// step's intended start, so the intervals of all workers line up.
-struct Intervals {
-    tap: Arc<Recorder>,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<Vec<WireInterval>, String>>,
-}
+/// A step's intervals as the reply carries them: the tap's grid is anchored at the step's
+/// intended start, so interval *k* of every worker covers the same span. At most
+/// [`MAX_INTERVALS`]; one more is an error that says so.
+struct WireIntervals(Vec<WireInterval>);
 
-impl Intervals {
-    fn start(tap: Arc<Recorder>, start: tokio::time::Instant, every: Duration) -> Intervals {
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let t = tap.clone();
-        let task = tokio::spawn(async move {
-            let mut out = Vec::new();
-            let _ = t.reset();
-            let mut from = start;
-            let mut k: u64 = 0;
-            while out.len() < MAX_INTERVALS {
-                let next = start + every * (k as u32 + 1);
-                let last = tokio::select! {
-                    _ = tokio::time::sleep_until(next) => false,
-                    _ = stopped.changed() => true,
-                };
-                let now = tokio::time::Instant::now().min(next);
-                let data = t.reset().to_bytes().map_err(|e| e.to_string())?;
-                out.push(WireInterval {
-                    offset_ms: (from - start).as_millis() as i64,
-                    length_ms: now.saturating_duration_since(from).as_millis() as u64,
-                    data: String::from_utf8(data).map_err(|e| e.to_string())?,
-                });
-                if last {
-                    break;
-                }
-                from = next;
-                k += 1;
-            }
-            Ok(out)
-        });
-        Intervals { tap, stop, task }
-    }
-
-    async fn finish(self) -> Result<Vec<WireInterval>, String> {
-        let _ = self.stop.send(true);
-        match self.task.await {
-            Ok(r) => r,
-            Err(e) => Err(format!("the interval task failed: {e}")),
+impl IntervalSink for WireIntervals {
+    fn interval(
+        &mut self,
+        offset: Duration,
+        length: Duration,
+        data: &StepData,
+    ) -> Result<(), HlogError> {
+        if self.0.len() >= MAX_INTERVALS {
+            return Err(HlogError::Sink(format!(
+                "a step holds more than {MAX_INTERVALS} intervals: use a longer interval or no interval log"
+            )));
         }
+        let bytes = data
+            .to_bytes()
+            .map_err(|e| HlogError::Sink(e.to_string()))?;
+        self.0.push(WireInterval {
+            offset_ms: offset.as_millis().min(i64::MAX as u128) as i64,
+            length_ms: length.as_millis() as u64,
+            data: String::from_utf8(bytes).map_err(|e| HlogError::Sink(e.to_string()))?,
+        });
+        Ok(())
     }
 }
