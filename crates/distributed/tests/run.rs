@@ -1,5 +1,6 @@
 //! A distributed run end to end over a real nats-server: workers join, a step is split,
-//! merged exactly; too few workers and a worker gone are reported, never passed. Verdicts
+//! merged exactly; too few workers, another protocol version, a worker gone before or
+//! during a step and a worker with no coordinator are reported, never passed. Verdicts
 //! here never depend on timing: counts, merge exactness and named reasons are checked.
 
 use std::time::Duration;
@@ -220,4 +221,108 @@ async fn a_worker_without_a_coordinator_gives_up_within_its_bound() {
         "{e}"
     );
     assert!(e.to_string().contains("herdlab.dist.t5.join"), "{e}");
+}
+
+/// A worker that joins, answers the clock probes and the setup, takes a step's plan, then
+/// vanishes without a reply (its connection closed): lost mid-step, deterministically.
+async fn vanishing_worker(url: String, group: &str) {
+    use distributed::protocol::{
+        control_subject, decode, encode, join_subject, Command, CommandReply, Join, JoinReply,
+        PROTOCOL_VERSION,
+    };
+    use futures::StreamExt;
+    let client = async_nats::connect(&url).await.unwrap();
+    let control = control_subject(group, "vanish");
+    let mut sub = client.subscribe(control.clone()).await.unwrap();
+    let hello = Join {
+        protocol: PROTOCOL_VERSION,
+        name: "vanish".into(),
+        max_rate: None,
+        control,
+        host: "h".into(),
+        pid: 1,
+    };
+    let payload = encode("join", &hello).unwrap();
+    let mut joined = false;
+    for _ in 0..80 {
+        let asked = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.request(join_subject(group), payload.clone().into()),
+        )
+        .await;
+        if let Ok(Ok(msg)) = asked {
+            let reply = decode::<JoinReply>("join reply", &msg.payload).unwrap();
+            assert!(matches!(reply, JoinReply::Accepted { .. }), "{reply:?}");
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(joined, "the coordinator never answered the join");
+    // Bounded: a probe per PROBES, one setup, one step.
+    for _ in 0..64 {
+        let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(20), sub.next()).await else {
+            panic!("no command within 20 s");
+        };
+        let reply = match decode::<Command>("command", &msg.payload).unwrap() {
+            Command::Probe => CommandReply::Probe {
+                unix_ns: worker::unix_now_ns(),
+            },
+            Command::Setup(_) => CommandReply::Ready {
+                actions: vec!["op".into()],
+                describe: "sim:servers=2,service_us=1000".into(),
+            },
+            // The plan is in; the worker is gone before it answers.
+            Command::Step(_) => break,
+            Command::End { .. } => panic!("ended before a step"),
+        };
+        let bytes = encode("command reply", &reply).unwrap();
+        client
+            .publish(msg.reply.unwrap(), bytes.into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+    }
+    drop(sub);
+    drop(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_mid_step_makes_it_inconclusive_and_the_rest_takes_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = server(&dir).await else {
+        return;
+    };
+    let url = nats.url().to_string();
+    let keep = worker_cfg(&url, "t6", "keep", None);
+    let kept = tokio::spawn(async move { worker::run(&keep, |_| {}).await });
+    let gone = tokio::spawn(vanishing_worker(url.clone(), "t6"));
+    let mut cc = coordinator_cfg(&url, "t6", 2);
+    // A short operation timeout keeps the wait for the lost reply short (bounded anyway).
+    cc.generator.op_timeout = Duration::from_secs(1);
+    let mut c = Coordinator::start(&cc, |_| {}).await.unwrap();
+    let step = c.step(200, timing(), &Slo::default()).await.unwrap();
+    gone.await.unwrap();
+    assert_eq!(step.judged.verdict.status, StepStatus::Inconclusive);
+    let reasons = step.judged.verdict.reasons.join("; ");
+    assert!(reasons.contains("worker vanish gone mid-step"), "{reasons}");
+    // The worker that reported is still merged: its share is in the step's data.
+    let keep_row = step
+        .judged
+        .workers
+        .iter()
+        .find(|w| w.name == "keep")
+        .unwrap();
+    assert_eq!(keep_row.status, "ok");
+    assert_eq!(step.judged.measured.issued, 100);
+    let lost = c.workers().iter().find(|w| w.name == "vanish").unwrap();
+    assert!(lost
+        .dropped
+        .as_deref()
+        .is_some_and(|d| d.contains("step 0")));
+    let next = c.step(200, timing(), &Slo::default()).await.unwrap();
+    assert_eq!(next.judged.workers.len(), 1);
+    assert_eq!(next.judged.workers[0].share, 200);
+    c.end("test over").await;
+    kept.await.unwrap().unwrap();
 }
