@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use collector::finder::{console_row, FinderConfig, FinderReport};
@@ -92,10 +92,9 @@ fn nats_url(url: Option<&str>, flag: &str) -> Result<String> {
     }
 }
 
+/// HOST-PID, the host name's other characters as `-` (a worker name is one subject token).
 fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
-        .unwrap_or_else(|_| "worker".into());
+    let host = worker::host_name().replace(|c: char| !c.is_ascii_alphanumeric(), "-");
     format!("{host}-{}", std::process::id())
 }
 
@@ -216,6 +215,27 @@ pub async fn start(cfg: &CoordinatorConfig) -> Result<Coordinator> {
         .context("starting the distributed run")
 }
 
+/// A whole distributed finder run for `stress maxrps` and plans: gathers the workers, builds
+/// the finder's settings from the target's actions (`finder`; on an error the run is ended
+/// with it), prints `max-rps: …` and runs [`find`].
+pub async fn run_finder(
+    ccfg: &CoordinatorConfig,
+    finder: impl FnOnce(&[String]) -> Result<FinderConfig>,
+    hlog: Option<&Path>,
+) -> Result<(FinderConfig, DistReport)> {
+    let coord = start(ccfg).await?;
+    let cfg = match finder(coord.actions()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            coord.end(&format!("bad settings: {e:#}")).await;
+            return Err(e);
+        }
+    };
+    println!("{}", crate::maxrps::header_line(&coord.describe(), &cfg));
+    let report = find(coord, &cfg, true, hlog).await?;
+    Ok((cfg, report))
+}
+
 /// Runs the finder over `coord`'s workers, printing each step and its worker lines if
 /// `echo`, writing the merged interval log to `hlog` if given, and ends the run.
 pub async fn find(
@@ -277,17 +297,6 @@ pub async fn find(
 type Hlog = (IntervalLog<BufWriter<File>>, u64);
 
 fn open_hlog(path: &Path, coord: &Coordinator, cfg: &FinderConfig) -> Result<Hlog> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the interval log's dir {}", dir.display()))?;
-    }
-    let file = File::create(path)
-        .with_context(|| format!("creating the interval log {}", path.display()))?;
-    let now = SystemTime::now();
-    let base = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
     let mut comments = vec![format!(
         "target {} · SLO {} · run {}",
         coord.describe(),
@@ -298,9 +307,12 @@ fn open_hlog(path: &Path, coord: &Coordinator, cfg: &FinderConfig) -> Result<Hlo
     for (i, w) in coord.workers().iter().enumerate() {
         comments.push(format!("w{i} = {} ({} pid {})", w.name, w.host, w.pid));
     }
-    let log = IntervalLog::new(BufWriter::new(file), now, &comments)
-        .with_context(|| format!("writing the interval log {}", path.display()))?;
-    Ok((log, base))
+    let (log, base) = crate::hlog_file::create(path, &comments)?;
+    let base_ns = base
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Ok((log, base_ns))
 }
 
 /// The lines printed under a step: one per worker.

@@ -210,13 +210,7 @@ fn maxrps_command(args: &maxrps::MaxRpsArgs) -> Result<ExitCode> {
     // A private daemon (no `db=`) lives inside the target: killed when it drops.
     let target = target_flags::resolve(&rt, &args.target, &opts)?;
     let (cfg, generator) = args.config(&target.actions())?;
-    println!(
-        "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",
-        target.describe(),
-        cfg.steps,
-        cfg.slo.describe(),
-        cfg.precision_pct
-    );
+    println!("{}", maxrps::header_line(&target.describe(), &cfg));
     let started = Instant::now();
     let report = rt.block_on(maxrps::find_on(
         target.clone(),
@@ -244,25 +238,11 @@ fn maxrps_distributed(args: &maxrps::MaxRpsArgs, d: &dist::DistSettings) -> Resu
     let rt = suites::runtime()?;
     let ccfg = d.coordinator(&args.target, opts, generator, false, args.hlog.is_some());
     let started = Instant::now();
-    let dist = rt.block_on(async {
-        let coord = dist::start(&ccfg).await?;
-        let cfg = match args.config(coord.actions()) {
-            Ok((cfg, _)) => cfg,
-            Err(e) => {
-                coord.end(&format!("bad flags: {e}")).await;
-                return Err(e);
-            }
-        };
-        println!(
-            "max-rps: target {} · steps {:?} · SLO {} · precision ±{}%",
-            coord.describe(),
-            cfg.steps,
-            cfg.slo.describe(),
-            cfg.precision_pct
-        );
-        let report = dist::find(coord, &cfg, true, args.hlog.as_deref()).await?;
-        Ok::<_, anyhow::Error>((cfg, report))
-    })?;
+    let dist = rt.block_on(dist::run_finder(
+        &ccfg,
+        |actions| Ok(args.config(actions)?.0),
+        args.hlog.as_deref(),
+    ))?;
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     let (cfg, dist) = dist;
     maxrps_outputs(args, &cfg, &dist.report, Some(&dist), started)

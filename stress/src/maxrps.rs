@@ -141,6 +141,16 @@ impl MaxRpsArgs {
     }
 }
 
+/// The line `stress maxrps` prints before its first step.
+pub fn header_line(target: &str, cfg: &FinderConfig) -> String {
+    format!(
+        "max-rps: target {target} · steps {:?} · SLO {} · precision ±{}%",
+        cfg.steps,
+        cfg.slo.describe(),
+        cfg.precision_pct
+    )
+}
+
 /// `hybrid` or `timer` (see `--pacing`).
 pub fn parse_pacing(text: &str) -> Result<Pacing> {
     match text {

@@ -362,35 +362,22 @@ impl Run<'_> {
             .with_context(|| format!("at `targets.{name}`"))?;
         let ccfg =
             settings.coordinator(&def.spec, opts, self.generator, false, self.hlog.is_some());
-        rt.block_on(async {
-            let coord = crate::dist::start(&ccfg).await?;
-            let cfg = match slo_of(plan, coord.actions()).and_then(|slo| finder_of(plan, &slo)) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    coord.end(&format!("bad plan: {e:#}")).await;
-                    return Err(e);
-                }
-            };
-            let described = coord.describe();
-            println!(
-                "plan {}: target {described} · {} · SLO {}",
-                plan.name,
-                self.entry.scale,
-                cfg.slo.describe()
-            );
-            let d = crate::dist::find(coord, &cfg, true, self.hlog).await?;
-            println!("{}", d.report.answer_line());
-            let mut r = crate::maxrps::to_result(
-                &plan.name,
-                "plan",
-                &self.entry.scale,
-                self.seed,
-                &cfg,
-                &d.report,
-            );
-            crate::dist::add_to_result(&mut r, &d);
-            Ok((r, described))
-        })
+        let (cfg, d) = rt.block_on(crate::dist::run_finder(
+            &ccfg,
+            |actions| finder_of(plan, &slo_of(plan, actions)?),
+            self.hlog,
+        ))?;
+        println!("{}", d.report.answer_line());
+        let mut r = crate::maxrps::to_result(
+            &plan.name,
+            "plan",
+            &self.entry.scale,
+            self.seed,
+            &cfg,
+            &d.report,
+        );
+        crate::dist::add_to_result(&mut r, &d);
+        Ok((r, d.report.target.clone()))
     }
 }
 

@@ -192,7 +192,8 @@ async fn join(
     }
 }
 
-fn host_name() -> String {
+/// This machine's host name (`unknown` if it cannot be read), for joins and default names.
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
