@@ -3,15 +3,15 @@
 //!
 //! The `stress` binary runs the daemon itself (`stress __daemon …`, the same code as
 //! `rpc-daemon serve`) so no second binary has to be found. Every child is started with
-//! `PR_SET_PDEATHSIG`, so it dies with the suite even if the suite is killed outright, and
-//! is killed and reaped by a guard when the suite drops it, even on panic.
+//! [`proc_guard`], so it dies with the suite even if the suite is killed outright, and is
+//! killed and reaped when the suite drops it, even on panic.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use proc_guard::Guarded;
 use rpc_daemon::client::{Client, ClientConfig, Mode};
 use rpc_daemon::server::{Server, ServerConfig};
 use rpc_daemon::store::{Durability, StoreConfig};
@@ -41,7 +41,7 @@ pub struct DaemonArgs {
 
 /// `stress __daemon`: serves until SIGTERM/SIGINT (or SIGKILL).
 pub fn serve(args: &DaemonArgs) -> Result<()> {
-    let rt = crate::suites::runtime()?;
+    let rt = crate::harness::runtime()?;
     rt.block_on(async {
         let mut cfg = ServerConfig::new(args.db.clone());
         if let Some(s) = &args.socket {
@@ -70,116 +70,21 @@ pub fn serve(args: &DaemonArgs) -> Result<()> {
     })
 }
 
-/// Sets `PR_SET_PDEATHSIG` so the child dies with this process.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: runs in the forked child before exec and only calls prctl, which is
-    // async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+/// Spawns `cmd` as a [`Guarded`] child (killed with the suite) named `what`, stdout and stderr appended to `log`.
+pub fn spawn_child(cmd: Command, what: &str, log: &Path) -> Result<Guarded> {
+    Guarded::spawn_logged(cmd, what, log).with_context(|| format!("starting {what}"))
 }
 
-/// A child process that is killed and reaped when dropped.
-pub struct ChildGuard {
-    child: Option<Child>,
-    what: String,
-}
-
-impl ChildGuard {
-    /// Spawns `cmd` (stdout/stderr appended to `log`) with the parent-death signal set.
-    pub fn spawn(mut cmd: Command, what: &str, log: &Path) -> Result<ChildGuard> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let err = out.try_clone()?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().with_context(|| format!("spawning {what}"))?;
-        Ok(ChildGuard {
-            child: Some(child),
-            what: what.to_string(),
-        })
-    }
-
-    /// The child's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// Whether the child has not exited yet.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    /// `kill -9` and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then wait up to `bound`; SIGKILL if it did not exit. Returns whether it
-    /// exited by itself with status 0.
-    pub fn terminate(&mut self, bound: Duration) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return false;
-        };
-        // SAFETY: kill(2) with a pid we own and a valid signal number.
-        unsafe {
-            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let until = Instant::now() + bound;
-        while Instant::now() < until {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        false
-    }
-
-    /// Waits up to `bound` for the child to exit; kills it past the bound.
-    pub fn wait(&mut self, bound: Duration) -> Result<std::process::ExitStatus> {
-        let Some(c) = self.child.as_mut() else {
-            bail!("{} was already reaped", self.what);
-        };
-        let until = Instant::now() + bound;
-        loop {
-            if let Some(status) = c.try_wait()? {
-                self.child = None;
-                return Ok(status);
-            }
-            if Instant::now() >= until {
-                self.kill9();
-                bail!("{} still running after {:?}: killed", self.what, bound);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// SIGTERM, wait at most `bound`, SIGKILL: whether it exited by itself with status 0.
+pub fn terminate(child: &mut Guarded, bound: Duration) -> bool {
+    child
+        .terminate(libc::SIGTERM, bound)
+        .is_some_and(|s| s.success())
 }
 
 /// A daemon running as a child process of this suite.
 pub struct DaemonProc {
-    guard: ChildGuard,
+    guard: Guarded,
     /// Its database.
     pub db: PathBuf,
     /// Its socket.
@@ -208,11 +113,11 @@ impl DaemonProc {
         Ok(d)
     }
 
-    fn spawn(db: &Path, log: &Path, extra: &[String]) -> Result<ChildGuard> {
+    fn spawn(db: &Path, log: &Path, extra: &[String]) -> Result<Guarded> {
         let exe = std::env::current_exe().context("locating the stress binary")?;
         let mut cmd = Command::new(exe);
         cmd.arg("__daemon").arg("--db").arg(db).args(extra);
-        ChildGuard::spawn(cmd, "the daemon", log)
+        spawn_child(cmd, "the daemon", log)
     }
 
     fn await_ready(&mut self) -> Result<()> {
@@ -231,13 +136,11 @@ impl DaemonProc {
             if ok {
                 return Ok(());
             }
-            if let Some(c) = self.guard.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    bail!(
-                        "the daemon exited with {status} before answering (log: {})",
-                        self.log.display()
-                    );
-                }
+            if let Ok(Some(status)) = self.guard.try_wait() {
+                bail!(
+                    "the daemon exited with {status} before answering (log: {})",
+                    self.log.display()
+                );
             }
             if Instant::now() >= until {
                 bail!(
@@ -257,19 +160,19 @@ impl DaemonProc {
 
     /// `kill -9` the daemon (no shutdown, no cleanup: the socket file stays behind).
     pub fn kill9(&mut self) {
-        self.guard.kill9();
+        self.guard.kill();
     }
 
     /// Starts it again on the same database (after a kill), waiting until it answers.
     pub fn restart(&mut self) -> Result<()> {
-        self.guard.kill9();
+        self.guard.kill();
         self.guard = Self::spawn(&self.db, &self.log, &self.extra)?;
         self.await_ready()
     }
 
     /// Graceful shutdown (SIGTERM), bounded; returns whether it exited cleanly.
     pub fn stop(&mut self, bound: Duration) -> bool {
-        self.guard.terminate(bound)
+        terminate(&mut self.guard, bound)
     }
 }
 
@@ -359,7 +262,7 @@ fn unix_us() -> u64 {
 /// `stress __agent`: runs the tasks and writes the report.
 pub fn agent(args: &AgentArgs) -> Result<()> {
     use rpc_daemon::model::CreateArgs;
-    let rt = crate::suites::runtime()?;
+    let rt = crate::harness::runtime()?;
     let report = rt.block_on(async {
         let started_us = unix_us();
         let mut handles = Vec::new();
@@ -472,7 +375,7 @@ pub fn socket_round_trips(dir: &Path, round_trips: usize, size: usize) -> Result
     let exe = std::env::current_exe().context("locating the stress binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__echo").arg("--socket").arg(&path);
-    let mut child = ChildGuard::spawn(cmd, "the echo process", &dir.join("echo.log"))?;
+    let mut child = spawn_child(cmd, "the echo process", &dir.join("echo.log"))?;
     // Accept without hanging if the child never connects.
     listener.set_nonblocking(true)?;
     let until = Instant::now() + START_BOUND;
@@ -497,7 +400,7 @@ pub fn socket_round_trips(dir: &Path, round_trips: usize, size: usize) -> Result
         out.push(t.elapsed().as_micros() as u64);
     }
     drop(s);
-    child.terminate(Duration::from_secs(5));
+    terminate(&mut child, Duration::from_secs(5));
     let _ = std::fs::remove_file(&path);
     Ok(out)
 }

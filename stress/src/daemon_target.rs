@@ -36,7 +36,7 @@ use rpc_daemon::model::{CreateArgs, ListArgs, Op, Reply, Status, UpdateArgs};
 use tokio::sync::Mutex;
 
 use crate::daemon_harness::{daemon_config, DaemonProc};
-use crate::suites::daemon_common::splitmix64;
+use crate::harness::seed::splitmix64;
 
 /// The spec grammar, for error messages and help.
 pub const SPEC_HELP: &str = "daemon:op=create|mix[,db=PATH][,pool=N][,seed=N]";

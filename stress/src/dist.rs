@@ -62,7 +62,7 @@ pub fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
         idle_timeout: parse_duration("idle-timeout", &args.idle_timeout, false)?,
         runs: args.runs,
     };
-    let rt = crate::suites::runtime()?;
+    let rt = crate::harness::runtime()?;
     println!(
         "worker {}: joining group {} at {}{}",
         cfg.name,

@@ -9,6 +9,7 @@
 mod daemon_harness;
 mod daemon_target;
 mod dist;
+mod harness;
 mod hlog_file;
 mod maxrps;
 mod nginx;
@@ -203,7 +204,7 @@ fn maxrps_command(args: &maxrps::MaxRpsArgs) -> Result<ExitCode> {
     if let Some(d) = args.dist.settings()? {
         return maxrps_distributed(args, &d);
     }
-    let rt = suites::runtime()?;
+    let rt = harness::runtime()?;
     let opts = args
         .target_flags
         .options(args.seed, std::path::Path::new("."))?;
@@ -235,7 +236,7 @@ fn maxrps_distributed(args: &maxrps::MaxRpsArgs, d: &dist::DistSettings) -> Resu
     let opts = args
         .target_flags
         .options(args.seed, std::path::Path::new("."))?;
-    let rt = suites::runtime()?;
+    let rt = harness::runtime()?;
     let ccfg = d.coordinator(&args.target, opts, generator, false, args.hlog.is_some());
     let started = Instant::now();
     let dist = rt.block_on(dist::run_finder(

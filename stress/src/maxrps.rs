@@ -167,7 +167,7 @@ pub fn run_finder(
     generator: GeneratorConfig,
     echo: bool,
 ) -> Result<FinderReport> {
-    let rt = crate::suites::runtime()?;
+    let rt = crate::harness::runtime()?;
     let report = rt.block_on(find_on(target, cfg, generator, echo, None));
     // In-flight operations were awaited by every step; nothing is left to cancel.
     rt.shutdown_timeout(Duration::from_secs(1));

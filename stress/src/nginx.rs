@@ -22,12 +22,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use proc_guard::Guarded;
 
 /// How many ports are tried before giving up (another process may take a free port between
 /// the probe and nginx's bind).
@@ -52,9 +52,9 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A running nginx; killed and reaped on drop.
+/// A running nginx; killed and reaped on drop (it is a [`Guarded`] child).
 pub struct Nginx {
-    child: Option<Child>,
+    child: Guarded,
     addr: SocketAddr,
     log: PathBuf,
 }
@@ -92,47 +92,25 @@ impl Nginx {
 
     fn spawn(binary: &Path, dir: &Path, conf: &Path, addr: SocketAddr) -> Result<Nginx> {
         let log = dir.join("nginx.log");
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
+        // Truncate: the log shows this start only.
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(binary);
         cmd.arg("-p")
             .arg(dir)
             .arg("-c")
             .arg(conf)
-            .args(["-e", "stderr", "-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        // SAFETY: runs in the forked child before exec and only calls prctl, which is
-        // async-signal-safe; it touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", binary.display()))?;
-        Ok(Nginx {
-            child: Some(child),
-            addr,
-            log,
-        })
+            .args(["-e", "stderr", "-g", "daemon off;"]);
+        let child = Guarded::spawn_logged(cmd, "nginx", &log)
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Nginx { child, addr, log })
     }
 
     /// Polls `GET /index.html` until it answers 200, nginx exits, or [`READY_BOUND`] passes.
     fn wait_ready(&mut self) -> Result<()> {
         let until = Instant::now() + READY_BOUND;
         loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    self.child = None;
-                    bail!("nginx exited at start ({status})");
-                }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("nginx exited at start ({status})");
             }
             if probe(self.addr).unwrap_or(false) {
                 return Ok(());
@@ -170,15 +148,6 @@ impl Nginx {
             .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
             .map(|v| v.trim_start_matches("nginx version: ").to_string())
             .unwrap_or_else(|e| format!("unknown ({e})"))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

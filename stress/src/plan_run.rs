@@ -239,7 +239,7 @@ pub fn run(
     let seed = seed.unwrap_or(plan.seed);
     let hlog = hlog.or_else(|| plan.hlog.as_ref().map(|h| dir.join(h)));
     let entry = entry(plan)?;
-    let rt = crate::suites::runtime()?;
+    let rt = crate::harness::runtime()?;
     let generator = GeneratorConfig {
         max_in_flight: plan.generator.max_in_flight.max(1),
         op_timeout: parse_duration("generator.timeout", &plan.generator.timeout, false)?,

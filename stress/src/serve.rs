@@ -58,7 +58,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         Some(text) => Some(parse_duration("for", text, false)?),
         None => None,
     };
-    let rt = crate::suites::runtime()?;
+    let rt = crate::harness::runtime()?;
     rt.block_on(async {
         if let Some(addr) = args.http {
             let server = targets::serve_http::start(model, addr)

@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn daemon_refuses_flags() {
-        let rt = crate::suites::runtime().unwrap();
+        let rt = crate::harness::runtime().unwrap();
         let opts = TargetOptions {
             method: Some("GET".into()),
             ..TargetOptions::default()

@@ -3,27 +3,13 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use collector::{SuiteResult, Verdict};
-
-/// Kills and reaps the child when dropped, so no suite outlives xtask, even on panic.
-pub struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
+use proc_guard::Guarded;
 
 /// How a child run ended.
 #[derive(Debug)]
@@ -37,7 +23,7 @@ pub enum Ending {
 /// Spawns `cmd` with stdout and stderr appended to `log`, waits at most `bound`, calling
 /// `tick` about every 100 ms, and kills it when the bound passes.
 pub fn run_bounded(
-    mut cmd: Command,
+    cmd: Command,
     log: &Path,
     bound: Duration,
     mut tick: impl FnMut(Duration),
@@ -45,32 +31,18 @@ pub fn run_bounded(
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone().context("duplicating the log handle")?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // If xtask itself is killed outright (no destructor runs), the kernel kills the child.
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
-    // is async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // Truncate: the log shows this run only.
+    File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let started = Instant::now();
-    let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
-    let mut guard = ChildGuard(Some(child));
+    // Killed on drop (so on panic), and by the kernel if xtask is killed outright.
+    let mut child = Guarded::spawn_logged(cmd, "the suite", log)?;
     loop {
-        let child = guard.0.as_mut().context("child already reaped")?;
         if let Some(status) = child.try_wait().context("waiting for the suite")? {
-            guard.0 = None;
             return Ok((Ending::Exited(status), started.elapsed()));
         }
         let elapsed = started.elapsed();
         if elapsed >= bound {
-            drop(guard); // kills and reaps
+            drop(child); // kills and reaps
             return Ok((Ending::TimedOut, started.elapsed()));
         }
         tick(elapsed);

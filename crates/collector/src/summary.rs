@@ -45,6 +45,18 @@ impl LatencySummary {
     }
 }
 
+/// The `q` quantile (0..=1) of ascending `sorted` samples by the nearest-rank method: the
+/// smallest sample with at least `q` of the samples at or below it (the definition
+/// `hdrhistogram`'s `value_at_quantile` uses). 0 for no samples; `q` is clamped to 0..=1.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 /// A histogram for microsecond values up to one hour at 3 significant digits.
 pub fn micros_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
@@ -66,5 +78,22 @@ mod tests {
         assert_eq!(s.p99_us, 990.0);
         assert_eq!(s.max_us, 1000.0);
         assert_eq!(LatencySummary::of(&micros_histogram()).count, 0);
+    }
+
+    #[test]
+    fn nearest_rank_agrees_with_the_histogram() {
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let mut h = micros_histogram();
+        for x in &v {
+            h.record(*x as u64).unwrap();
+        }
+        for q in [0.0, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(nearest_rank(&v, q), h.value_at_quantile(q) as f64, "q {q}");
+        }
+        // Even counts: the median is the lower middle sample, not an interpolation.
+        assert_eq!(nearest_rank(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
+        assert_eq!(nearest_rank(&[1.0, 2.0, 3.0, 4.0], 0.0), 1.0);
+        assert_eq!(nearest_rank(&[], 0.5), 0.0);
+        assert_eq!(nearest_rank(&[5.0], 7.0), 5.0);
     }
 }

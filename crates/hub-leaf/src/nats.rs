@@ -5,10 +5,10 @@
 //! # Lifetime of the child
 //!
 //! - [`NatsServer`] owns the child process; dropping it sends `SIGKILL` and reaps it.
-//! - The child is started with `PR_SET_PDEATHSIG = SIGKILL`. Linux delivers that signal when
-//!   the *thread* that forked the child ends, not only the process, so the child is forked
-//!   from a dedicated keeper thread that lives exactly as long as the [`NatsServer`] value:
-//!   the server dies with its owner, and never earlier because some runtime thread that
+//! - The child is a [`proc_guard::Guarded`]: started with `PR_SET_PDEATHSIG = SIGKILL` from
+//!   a keeper thread that lives exactly as long as the [`NatsServer`] value (Linux delivers
+//!   that signal when the *thread* that forked the child ends, not only the process), so the
+//!   server dies with its owner, and never earlier because some runtime thread that
 //!   happened to start it went away.
 //! - The child is in its own process group, so a terminal's Ctrl-C reaches the owner (which
 //!   then drops the server) rather than killing the server behind its back.
@@ -30,10 +30,11 @@ use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use proc_guard::Guarded;
 use tokio::io::AsyncBufReadExt as _;
 
 /// How long [`NatsServer::start`] and [`NatsServer::restart`] wait for the server to accept
@@ -148,7 +149,7 @@ pub struct NatsServer {
     port: u16,
     name: String,
     url: String,
-    child: Option<Kept>,
+    child: Option<Guarded>,
 }
 
 impl std::fmt::Debug for NatsServer {
@@ -224,7 +225,7 @@ impl NatsServer {
 
     /// The child's pid (0 when it is not running, e.g. after a failed restart).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|k| k.child.id()).unwrap_or(0)
+        self.child.as_ref().map(Guarded::pid).unwrap_or(0)
     }
 
     /// The log file (the server's stdout and stderr, appended across restarts).
@@ -241,9 +242,9 @@ impl NatsServer {
     /// clients reconnect to the same URL. Stops it gracefully (`SIGINT`, then `SIGKILL`
     /// after [`STOP_BOUND`]) and waits until the new process accepts connections.
     pub async fn restart(&mut self) -> Result<(), NatsError> {
-        if let Some(kept) = self.child.take() {
+        if let Some(mut kept) = self.child.take() {
             // Off the runtime's threads: the wait after SIGINT blocks (bounded).
-            let _ = tokio::task::spawn_blocking(move || kept.terminate(STOP_BOUND)).await;
+            let _ = tokio::task::spawn_blocking(move || stop(&mut kept)).await;
         }
         // The old listener is gone once the process is reaped; retry briefly in case the
         // kernel has not released the port yet.
@@ -264,7 +265,7 @@ impl NatsServer {
     /// Kills the server outright (`SIGKILL`) without restarting it; [`NatsServer::restart`]
     /// brings it back. For fault injection.
     pub fn kill9(&mut self) {
-        self.child = None; // Kept's Drop kills and reaps
+        self.child = None; // Guarded's Drop kills and reaps
     }
 
     /// Stops the server gracefully (`SIGINT`, then `SIGKILL` after [`STOP_BOUND`]).
@@ -273,7 +274,7 @@ impl NatsServer {
     /// Returns whether it exited by itself with status 0.
     pub fn stop(mut self) -> bool {
         match self.child.take() {
-            Some(kept) => kept.terminate(STOP_BOUND),
+            Some(mut kept) => stop(&mut kept),
             None => false,
         }
     }
@@ -307,8 +308,7 @@ impl NatsServer {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        die_with_parent(&mut cmd);
-        let kept = Kept::spawn(cmd).map_err(|source| NatsError::Spawn {
+        let kept = Guarded::spawn(cmd, "nats-server").map_err(|source| NatsError::Spawn {
             binary: self.binary.clone(),
             source,
         })?;
@@ -319,7 +319,7 @@ impl NatsServer {
                 return Ok(());
             }
             if let Some(kept) = self.child.as_mut() {
-                if let Ok(Some(status)) = kept.child.try_wait() {
+                if let Ok(Some(status)) = kept.try_wait() {
                     self.child = None;
                     return Err(NatsError::Exited {
                         status,
@@ -349,7 +349,7 @@ pub enum Nats {
     /// The URL from `NATS_URL`.
     External(String),
     /// A server started by [`NatsServer::start`], killed when this value is dropped.
-    Owned(NatsServer),
+    Owned(Box<NatsServer>),
 }
 
 impl Nats {
@@ -364,7 +364,7 @@ impl Nats {
     pub async fn from_url_or_start(url: Option<&str>, store_dir: &Path) -> Result<Nats, NatsError> {
         match url.map(str::trim) {
             Some(url) if !url.is_empty() => Ok(Nats::External(url.to_string())),
-            _ => Ok(Nats::Owned(NatsServer::start(store_dir).await?)),
+            _ => Ok(Nats::Owned(Box::new(NatsServer::start(store_dir).await?))),
         }
     }
 
@@ -380,7 +380,7 @@ impl Nats {
     pub fn server_mut(&mut self) -> Option<&mut NatsServer> {
         match self {
             Nats::External(_) => None,
-            Nats::Owned(server) => Some(server),
+            Nats::Owned(server) => Some(server.as_mut()),
         }
     }
 }
@@ -494,95 +494,10 @@ fn log_tail(log: &Path, from: u64) -> String {
     String::from_utf8_lossy(tail).trim().to_string()
 }
 
-/// Sets `PR_SET_PDEATHSIG` so the child dies when the thread that forks it ends.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: runs in the forked child before exec and only calls prctl, which is
-    // async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// A child forked by a keeper thread that lives exactly as long as this value, so that
-/// `PR_SET_PDEATHSIG` (which fires when the forking *thread* ends) kills the child when
-/// and only when its owner lets go. Dropping it kills and reaps the child.
-struct Kept {
-    child: Child,
-    keeper: Option<std::thread::JoinHandle<()>>,
-    release: Option<std::sync::mpsc::Sender<()>>,
-}
-
-impl Kept {
-    fn spawn(cmd: Command) -> io::Result<Kept> {
-        let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let keeper = std::thread::Builder::new()
-            .name("nats-server-keeper".into())
-            .spawn(move || {
-                let mut cmd = cmd;
-                let spawned = cmd.spawn();
-                let ok = spawned.is_ok();
-                let _ = spawned_tx.send(spawned);
-                if ok {
-                    // Blocks until the owner drops the sender (or sends).
-                    let _ = release_rx.recv();
-                }
-            })?;
-        let child = match spawned_rx.recv() {
-            Ok(spawned) => spawned,
-            Err(_) => Err(io::Error::other(
-                "the nats-server keeper thread ended early",
-            )),
-        };
-        match child {
-            Ok(child) => Ok(Kept {
-                child,
-                keeper: Some(keeper),
-                release: Some(release_tx),
-            }),
-            Err(e) => {
-                let _ = keeper.join();
-                Err(e)
-            }
-        }
-    }
-
-    /// `SIGINT` (nats-server's clean shutdown), wait up to `bound`, then `SIGKILL`. Returns
-    /// whether it exited by itself
-    /// with status 0.
-    fn terminate(mut self, bound: Duration) -> bool {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return status.success();
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-        }
-        let until = Instant::now() + bound;
-        while Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false // Drop kills
-    }
-}
-
-impl Drop for Kept {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        drop(self.release.take());
-        if let Some(keeper) = self.keeper.take() {
-            let _ = keeper.join();
-        }
-    }
+/// `SIGINT` (nats-server's clean shutdown), wait at most [`STOP_BOUND`], then `SIGKILL`:
+/// whether it exited by itself with status 0.
+fn stop(child: &mut Guarded) -> bool {
+    child
+        .terminate(libc::SIGINT, STOP_BOUND)
+        .is_some_and(|s| s.success())
 }

@@ -1,67 +1,48 @@
-//! The suite registry. Adding a suite is one module here and one line in [`SUITES`].
+//! The suite registry. Suites live in family folders (`collector/`, `daemon/`, `vector/`,
+//! `herd/`); a *suite file* implements [`Suite`] and may use its family's shared modules
+//! (`common.rs`, `model.rs`: modules that implement no suite) and [`crate::harness`], never
+//! another suite file. Adding a suite is one file in its family, one `mod` line in the
+//! family's `mod.rs` and one line in [`SUITES`].
 
-mod collector_overhead;
-mod daemon_agents;
-mod daemon_badinput;
-mod daemon_batch;
-pub(crate) mod daemon_common;
-mod daemon_crash;
-mod daemon_maxrps;
-mod daemon_mixed;
-mod daemon_overload;
-mod daemon_soak;
-mod daemon_timeouts;
-mod distributed_sim;
+mod collector;
+pub(crate) mod daemon;
 mod herd;
-mod herd_common;
-mod herd_contention;
-mod herd_faults;
-mod herd_sweep;
-mod http_peer;
-mod maxrps_serve;
-mod maxrps_sim;
-mod multitier;
-mod nats_jetstream;
-mod timer;
-mod usl_sim;
-mod vector_100k;
-mod vector_concurrent;
-mod vector_peer;
+mod vector;
 
 use std::fmt;
 use std::path::PathBuf;
 
+use ::collector::SuiteResult;
 use anyhow::{bail, Result};
-use collector::SuiteResult;
 use serde::Serialize;
 
 /// Every registered suite, in the order `cargo xtask stress` runs them.
 pub static SUITES: &[&dyn Suite] = &[
-    &timer::Timer,
-    &maxrps_sim::MaxRpsSim,
-    &maxrps_serve::MaxRpsServe,
-    &distributed_sim::DistributedSim,
-    &usl_sim::UslSim,
-    &collector_overhead::CollectorOverhead,
-    &daemon_timeouts::DaemonTimeouts,
-    &daemon_crash::DaemonCrash,
-    &daemon_agents::DaemonAgents,
-    &daemon_maxrps::DaemonMaxRps,
-    &daemon_overload::DaemonOverload,
-    &daemon_mixed::DaemonMixed,
-    &daemon_soak::DaemonSoak,
-    &daemon_batch::DaemonBatch,
-    &daemon_badinput::DaemonBadInput,
-    &multitier::Multitier,
-    &vector_concurrent::VectorConcurrent,
-    &vector_100k::Vector100k,
-    &vector_peer::VectorPeer,
-    &herd::Herd,
-    &herd_sweep::HerdSweep,
-    &herd_contention::HerdContention,
-    &herd_faults::HerdFaults,
-    &http_peer::HttpPeer,
-    &nats_jetstream::NatsJetStream,
+    &collector::timer::Timer,
+    &collector::maxrps_sim::MaxRpsSim,
+    &collector::maxrps_serve::MaxRpsServe,
+    &collector::distributed_sim::DistributedSim,
+    &collector::usl_sim::UslSim,
+    &collector::collector_overhead::CollectorOverhead,
+    &daemon::daemon_timeouts::DaemonTimeouts,
+    &daemon::daemon_crash::DaemonCrash,
+    &daemon::daemon_agents::DaemonAgents,
+    &daemon::daemon_maxrps::DaemonMaxRps,
+    &daemon::daemon_overload::DaemonOverload,
+    &daemon::daemon_mixed::DaemonMixed,
+    &daemon::daemon_soak::DaemonSoak,
+    &daemon::daemon_batch::DaemonBatch,
+    &daemon::daemon_badinput::DaemonBadInput,
+    &vector::multitier::Multitier,
+    &vector::vector_concurrent::VectorConcurrent,
+    &vector::vector_100k::Vector100k,
+    &vector::vector_peer::VectorPeer,
+    &herd::herd::Herd,
+    &herd::herd_sweep::HerdSweep,
+    &herd::herd_contention::HerdContention,
+    &herd::herd_faults::HerdFaults,
+    &collector::http_peer::HttpPeer,
+    &collector::nats_jetstream::NatsJetStream,
 ];
 
 /// How big a run is.
@@ -160,15 +141,6 @@ pub fn catalog_table() -> String {
         }
     }
     out
-}
-
-/// The multi-threaded tokio runtime every suite drives its load on (one worker per core).
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    use anyhow::Context;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")
 }
 
 /// Looks a suite up by name; an unknown name is an error that lists the known ones.
