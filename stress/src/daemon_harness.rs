@@ -75,13 +75,6 @@ pub fn spawn_child(cmd: Command, what: &str, log: &Path) -> Result<Guarded> {
     Guarded::spawn_logged(cmd, what, log).with_context(|| format!("starting {what}"))
 }
 
-/// SIGTERM, wait at most `bound`, SIGKILL: whether it exited by itself with status 0.
-pub fn terminate(child: &mut Guarded, bound: Duration) -> bool {
-    child
-        .terminate(libc::SIGTERM, bound)
-        .is_some_and(|s| s.success())
-}
-
 /// A daemon running as a child process of this suite.
 pub struct DaemonProc {
     guard: Guarded,
@@ -172,7 +165,7 @@ impl DaemonProc {
 
     /// Graceful shutdown (SIGTERM), bounded; returns whether it exited cleanly.
     pub fn stop(&mut self, bound: Duration) -> bool {
-        terminate(&mut self.guard, bound)
+        self.guard.stop(libc::SIGTERM, bound)
     }
 }
 
@@ -400,7 +393,7 @@ pub fn socket_round_trips(dir: &Path, round_trips: usize, size: usize) -> Result
         out.push(t.elapsed().as_micros() as u64);
     }
     drop(s);
-    terminate(&mut child, Duration::from_secs(5));
+    child.stop(libc::SIGTERM, Duration::from_secs(5));
     let _ = std::fs::remove_file(&path);
     Ok(out)
 }

@@ -30,7 +30,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -244,7 +244,7 @@ impl NatsServer {
     pub async fn restart(&mut self) -> Result<(), NatsError> {
         if let Some(mut kept) = self.child.take() {
             // Off the runtime's threads: the wait after SIGINT blocks (bounded).
-            let _ = tokio::task::spawn_blocking(move || stop(&mut kept)).await;
+            let _ = tokio::task::spawn_blocking(move || kept.stop(libc::SIGINT, STOP_BOUND)).await;
         }
         // The old listener is gone once the process is reaped; retry briefly in case the
         // kernel has not released the port yet.
@@ -274,26 +274,13 @@ impl NatsServer {
     /// Returns whether it exited by itself with status 0.
     pub fn stop(mut self) -> bool {
         match self.child.take() {
-            Some(mut kept) => stop(&mut kept),
+            Some(mut kept) => kept.stop(libc::SIGINT, STOP_BOUND),
             None => false,
         }
     }
 
     /// Spawns the child on `self.port` and waits until it is ready.
     async fn launch(&mut self) -> Result<(), NatsError> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|source| NatsError::Io {
-                path: self.log.clone(),
-                source,
-            })?;
-        let err = out.try_clone().map_err(|source| NatsError::Io {
-            path: self.log.clone(),
-            source,
-        })?;
-        let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-js")
             .arg("-a")
@@ -304,10 +291,12 @@ impl NatsServer {
             .arg(&self.store_dir)
             .arg("-n")
             .arg(&self.name)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
             .process_group(0);
+        let log_start =
+            proc_guard::log_output_to(&mut cmd, &self.log).map_err(|source| NatsError::Io {
+                path: self.log.clone(),
+                source,
+            })?;
         let kept = Guarded::spawn(cmd, "nats-server").map_err(|source| NatsError::Spawn {
             binary: self.binary.clone(),
             source,
@@ -492,12 +481,4 @@ fn log_tail(log: &Path, from: u64) -> String {
     let new = &bytes[start..];
     let tail = &new[new.len().saturating_sub(2000)..];
     String::from_utf8_lossy(tail).trim().to_string()
-}
-
-/// `SIGINT` (nats-server's clean shutdown), wait at most [`STOP_BOUND`], then `SIGKILL`:
-/// whether it exited by itself with status 0.
-fn stop(child: &mut Guarded) -> bool {
-    child
-        .terminate(libc::SIGINT, STOP_BOUND)
-        .is_some_and(|s| s.success())
 }

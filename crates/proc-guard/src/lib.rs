@@ -205,6 +205,14 @@ impl Guarded {
     }
 }
 
+impl Guarded {
+    /// [`Guarded::terminate`] for an owner that only asks: did the child exit by itself,
+    /// within `bound`, with status 0?
+    pub fn stop(&mut self, signal: libc::c_int, bound: Duration) -> bool {
+        self.terminate(signal, bound).is_some_and(|s| s.success())
+    }
+}
+
 impl Drop for Guarded {
     fn drop(&mut self) {
         self.kill();
@@ -278,6 +286,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100)); // let the trap be installed
         let st = polite.terminate(libc::SIGTERM, Duration::from_secs(5));
         assert!(st.is_some_and(|s| s.success()), "{st:?}");
+        let mut failing =
+            Guarded::spawn(sh("trap 'exit 4' TERM; sleep 30 & wait"), "failing").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !failing.stop(libc::SIGTERM, Duration::from_secs(5)),
+            "exit 4 is not a clean stop"
+        );
 
         let mut stubborn = Guarded::spawn(sh("trap '' TERM; sleep 30"), "stubborn").unwrap();
         std::thread::sleep(Duration::from_millis(100));

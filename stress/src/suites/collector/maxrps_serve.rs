@@ -22,7 +22,7 @@ use super::common::Settings;
 use crate::suites::{Plan, Profile, RunContext, Suite};
 use proc_guard::Guarded;
 
-use crate::daemon_harness::{spawn_child, terminate};
+use crate::daemon_harness::spawn_child;
 use crate::maxrps::{find_on, finder_expected_s, steps_table, steps_text, to_result};
 
 /// The suite.
@@ -174,7 +174,7 @@ fn http_run(work: &Path, cfg: &FinderConfig) -> Result<collector::finder::Finder
         ..targets::TargetOptions::default()
     };
     let report = find_through(&url, &opts, cfg);
-    terminate(&mut child, Duration::from_secs(5));
+    child.stop(libc::SIGTERM, Duration::from_secs(5));
     report
 }
 
@@ -199,7 +199,7 @@ fn nats_run(work: &Path, cfg: &FinderConfig) -> Result<Option<collector::finder:
         &targets::TargetOptions::default(),
         cfg,
     );
-    terminate(&mut child, Duration::from_secs(5));
+    child.stop(libc::SIGTERM, Duration::from_secs(5));
     drop(server);
     rt.shutdown_timeout(Duration::from_secs(1));
     report.map(Some)
